@@ -1,0 +1,12 @@
+#!/bin/sh
+# Installs the Debian packages the tests, benchmarks and lab use. Needs root.
+set -eu
+if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps.sh: must run as root (apt-get)" >&2
+    exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# containernetworking-plugins: the reference bridge and host-local plugins (interop, benchmarks)
+# iproute2/iputils-ping: network namespaces and probes; ipset/iptables: the dataplane
+apt-get install -y -qq containernetworking-plugins iproute2 iputils-ping ipset iptables procps util-linux >/dev/null
