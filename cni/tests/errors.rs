@@ -62,16 +62,27 @@ fn configuration_and_source_faults() {
         ("unknown environment", with_ipam(&node, &[("environment", json!("aws"))]), 7),
         ("wrong type names the field", with_ipam(&node, &[("stateFile", json!(42))]), 7),
         ("source unreachable (no route)", with_ipam(&node, &[("queryUrl", json!("http://10.99.0.1/x"))]), 11),
-        ("source refuses the connection", with_ipam(&node, &[("queryUrl", json!("http://127.0.0.1:9/x"))]), 11),
+        (
+            "source refuses the connection",
+            with_ipam(&node, &[("queryUrl", json!("http://127.0.0.1:9/x"))]),
+            11,
+        ),
         (
             "source too slow (bounded timeout)",
             with_ipam(&node, &[("queryUrl", json!(slow_url)), ("queryTimeoutMs", json!(300))]),
             11,
         ),
-        ("host agent answers 404", with_ipam(&node, &[("queryUrl", json!("http://168.63.129.16/nope"))]), 103),
+        (
+            "host agent answers 404",
+            with_ipam(&node, &[("queryUrl", json!("http://168.63.129.16/nope"))]),
+            103,
+        ),
         (
             "interfaces file missing",
-            with_ipam(&node, &[("environment", json!("mas")), ("interfacesFile", json!("/nonexistent/i.json"))]),
+            with_ipam(
+                &node,
+                &[("environment", json!("mas")), ("interfacesFile", json!("/nonexistent/i.json"))],
+            ),
             5,
         ),
     ];

@@ -91,7 +91,11 @@ fn a_refresh_picks_up_new_addresses_and_keeps_vanished_ones_in_use() {
     node.set_answer(&common::nmagent_xml(common::NODE_MAC, &["10.240.0.50".into(), "10.240.0.51".into()]));
     let fresh = node.ipam_call("ADD", "c2", &conf).address();
     assert!(fresh == "10.240.0.50/16" || fresh == "10.240.0.51/16", "{fresh}");
-    assert_eq!(node.ipam_call("ADD", "c1", &conf).address(), held, "the vanished address stays with its holder");
+    assert_eq!(
+        node.ipam_call("ADD", "c1", &conf).address(),
+        held,
+        "the vanished address stays with its holder"
+    );
     assert!(node.log().contains("no longer listed"), "the orphan is reported in the log");
     assert!(node.ipam_call("DEL", "c1", &conf).ok);
     assert_eq!(node.allocations().len(), 1);

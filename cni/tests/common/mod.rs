@@ -18,7 +18,11 @@ pub const NODE_MAC: &str = "00:0d:3a:00:00:01";
 pub fn require_root() {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let uid = status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|l| l.split_whitespace().next());
-    assert_eq!(uid, Some("0"), "this test builds network namespaces and needs root: run `sudo scripts/test.sh`");
+    assert_eq!(
+        uid,
+        Some("0"),
+        "this test builds network namespaces and needs root: run `sudo scripts/test.sh`"
+    );
 }
 
 pub fn run(cmd: &mut Command) -> Output {
@@ -106,11 +110,12 @@ pub struct Node {
 
 /// `count` secondary addresses 10.240.0.5, .6, … (crossing into 10.240.1.x past .254).
 pub fn secondaries(count: usize) -> Vec<String> {
-    (0..count).map(|i| {
-        let n = 5 + i as u32;
-        format!("10.240.{}.{}", n / 256, n % 256)
-    })
-    .collect()
+    (0..count)
+        .map(|i| {
+            let n = 5 + i as u32;
+            format!("10.240.{}.{}", n / 256, n % 256)
+        })
+        .collect()
 }
 
 pub fn nmagent_xml(mac: &str, secondaries: &[String]) -> String {
@@ -173,7 +178,13 @@ impl Node {
         self.ipam_call_env(command, container, config, &[])
     }
 
-    pub fn ipam_call_env(&self, command: &str, container: &str, config: &Value, env: &[(&str, &str)]) -> Reply {
+    pub fn ipam_call_env(
+        &self,
+        command: &str,
+        container: &str,
+        config: &Value,
+        env: &[(&str, &str)],
+    ) -> Reply {
         let mut cmd = self.ns.command(IPAM);
         cni_env(&mut cmd, command, container, "eth0", &self.ns.path());
         cmd.envs(env.iter().copied());
@@ -231,7 +242,9 @@ pub struct Reply {
 impl Reply {
     pub fn from_output(out: Output) -> Reply {
         let stdout = String::from_utf8_lossy(&out.stdout);
-        let json = if stdout.trim().is_empty() { Value::Null } else {
+        let json = if stdout.trim().is_empty() {
+            Value::Null
+        } else {
             serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {stdout}"))
         };
         Reply { ok: out.status.success(), json, stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
