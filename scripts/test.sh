@@ -12,3 +12,5 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
 scripts/fuzz-smoke.sh
+# Benchmark smoke: a small run proves the bench works; its figures are printed, never asserted.
+cargo run --quiet --locked -p bench --bin ipam-bench -- --calls 20 --workers 4
