@@ -9,4 +9,4 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 # containernetworking-plugins: the reference bridge and host-local plugins (interop, benchmarks)
 # iproute2/iputils-ping: network namespaces and probes; ipset/iptables: the dataplane
-apt-get install -y -qq containernetworking-plugins iproute2 iputils-ping ipset iptables procps util-linux >/dev/null
+apt-get install -y -qq containernetworking-plugins iproute2 iputils-ping ipset iptables procps util-linux python3 >/dev/null

@@ -8,7 +8,9 @@
 //! ```
 //! Results and errors go back on stdout in the shape of the config's `cniVersion`.
 
+pub mod fields;
 pub mod ipam;
 pub mod logging;
 pub mod skel;
 pub mod store;
+pub mod vnet;

@@ -12,8 +12,9 @@ use serde_json::{Map, Value};
 use tracing::Level;
 
 use super::http::HttpUrl;
+use crate::fields::{invalid, Section};
 use crate::logging;
-use crate::skel::error::{Error, Result};
+use crate::skel::error::Result;
 use crate::skel::Request;
 
 pub const DEFAULT_QUERY_URL: &str =
@@ -60,45 +61,35 @@ pub struct IpamConfig {
 
 impl IpamConfig {
     pub fn from_network_config(config: &Map<String, Value>) -> Result<IpamConfig> {
-        let ipam = match config.get("ipam") {
-            Some(Value::Object(m)) => m,
-            Some(_) => return Err(invalid("ipam must be an object")),
-            None => return Err(invalid("ipam is required")),
-        };
-        for key in ipam.keys().filter(|k| !KNOWN_KEYS.contains(&k.as_str())) {
-            tracing::debug!("ignoring unknown field ipam.{key}");
-        }
-        let source = match string(ipam, "environment")?.unwrap_or("azure") {
+        let top = Section::new(config, "");
+        let ipam = Section::new(top.object("ipam")?.ok_or_else(|| invalid("ipam is required"))?, "ipam.");
+        ipam.note_unknown(KNOWN_KEYS);
+        let source = match ipam.string("environment")?.unwrap_or("azure") {
             "azure" => {
-                Source::Azure { url: HttpUrl::parse(string(ipam, "queryUrl")?.unwrap_or(DEFAULT_QUERY_URL))? }
+                Source::Azure { url: HttpUrl::parse(ipam.string("queryUrl")?.unwrap_or(DEFAULT_QUERY_URL))? }
             }
             "mas" => Source::Mas {
-                path: PathBuf::from(string(ipam, "interfacesFile")?.unwrap_or(DEFAULT_INTERFACES_FILE)),
+                path: PathBuf::from(ipam.string("interfacesFile")?.unwrap_or(DEFAULT_INTERFACES_FILE)),
             },
             other => {
-                return Err(invalid(&format!(
+                return Err(invalid(format!(
                     "ipam.environment {other:?} is unknown (expected \"azure\" or \"mas\")"
                 )))
             }
         };
-        let subnet = match string(ipam, "subnet")? {
-            Some(s) => Some(s.parse().map_err(|_| invalid(&format!("ipam.subnet {s:?} is not a CIDR")))?),
-            None => None,
+        let log_level = match ipam.string("logLevel")?.or(top.string("logLevel")?) {
+            Some(s) => logging::parse_level(s)?,
+            None => Level::INFO,
         };
-        let log_level =
-            match string(ipam, "logLevel")?.or_else(|| config.get("logLevel").and_then(Value::as_str)) {
-                Some(s) => logging::parse_level(s)?,
-                None => Level::INFO,
-            };
         Ok(IpamConfig {
             source,
-            subnet,
-            state_file: PathBuf::from(string(ipam, "stateFile")?.unwrap_or(DEFAULT_STATE_FILE)),
-            log_file: PathBuf::from(string(ipam, "logFile")?.unwrap_or(DEFAULT_LOG_FILE)),
+            subnet: ipam.parsed("subnet", "a CIDR")?,
+            state_file: PathBuf::from(ipam.string("stateFile")?.unwrap_or(DEFAULT_STATE_FILE)),
+            log_file: PathBuf::from(ipam.string("logFile")?.unwrap_or(DEFAULT_LOG_FILE)),
             log_level,
-            lock_timeout: millis(ipam, "lockTimeoutMs", 10_000)?,
-            query_timeout: millis(ipam, "queryTimeoutMs", 5_000)?,
-            refresh_interval: millis(ipam, "refreshIntervalMs", 10_000)?,
+            lock_timeout: ipam.millis("lockTimeoutMs", 10_000)?,
+            query_timeout: ipam.millis("queryTimeoutMs", 5_000)?,
+            refresh_interval: ipam.millis("refreshIntervalMs", 10_000)?,
         })
     }
 }
@@ -114,11 +105,11 @@ pub fn requested_address(req: &Request) -> Result<Option<(IpAddr, Option<u8>)>> 
             None | Some(Value::Null) => {}
             Some(Value::Array(items)) => {
                 for item in items {
-                    let s = item.as_str().ok_or_else(|| invalid(&format!("{name} must hold strings")))?;
+                    let s = item.as_str().ok_or_else(|| invalid(format!("{name} must hold strings")))?;
                     wanted.push(s.to_string());
                 }
             }
-            Some(_) => return Err(invalid(&format!("{name} must be an array of strings"))),
+            Some(_) => return Err(invalid(format!("{name} must be an array of strings"))),
         }
     }
     if let Some(ip) = req.env.arg("IP") {
@@ -128,7 +119,7 @@ pub fn requested_address(req: &Request) -> Result<Option<(IpAddr, Option<u8>)>> 
     match wanted.as_slice() {
         [] => Ok(None),
         [one] => parse_requested(one).map(Some),
-        many => Err(invalid(&format!(
+        many => Err(invalid(format!(
             "requested addresses {many:?}: azure-vnet-ipam gives one address per attachment"
         ))),
     }
@@ -140,29 +131,7 @@ fn parse_requested(s: &str) -> Result<(IpAddr, Option<u8>)> {
     }
     s.parse::<IpAddr>()
         .map(|a| (a, None))
-        .map_err(|_| invalid(&format!("requested address {s:?} is not an IP address")))
-}
-
-fn string<'a>(m: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>> {
-    match m.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.is_empty() => Err(invalid(&format!("ipam.{key} must not be empty"))),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(invalid(&format!("ipam.{key} must be a string"))),
-    }
-}
-
-fn millis(m: &Map<String, Value>, key: &str, default: u64) -> Result<Duration> {
-    match m.get(key) {
-        None | Some(Value::Null) => Ok(Duration::from_millis(default)),
-        Some(v) => v.as_u64().filter(|n| *n <= 3_600_000).map(Duration::from_millis).ok_or_else(|| {
-            invalid(&format!("ipam.{key} must be a whole number of milliseconds up to 3600000"))
-        }),
-    }
-}
-
-fn invalid(msg: &str) -> Error {
-    Error::InvalidConfig(msg.to_string())
+        .map_err(|_| invalid(format!("requested address {s:?} is not an IP address")))
 }
 
 #[cfg(test)]

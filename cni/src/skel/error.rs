@@ -35,6 +35,21 @@ pub enum Error {
     BadSourceAnswer(String),
     #[error("no local network interface matches: {0}")]
     NoMatchingNic(String),
+    #[error("master interface unavailable: {0}")]
+    MasterMissing(String),
+    #[error("IPAM plugin not found: {0}")]
+    DelegateMissing(String),
+    /// An error returned by a delegated plugin, passed on with its own code.
+    #[error("{plugin}: {msg}")]
+    Delegate { plugin: String, code: u32, msg: String },
+    #[error("address already in use on this node: {0}")]
+    AddressInUse(String),
+    #[error("netlink: {0}")]
+    Netlink(String),
+    #[error("iptables: {0}")]
+    Iptables(String),
+    #[error("CHECK found a difference: {0}")]
+    Mismatch(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -58,6 +73,13 @@ impl Error {
             Error::SourceRefused(_) => 103,
             Error::BadSourceAnswer(_) => 104,
             Error::NoMatchingNic(_) => 105,
+            Error::MasterMissing(_) => 110,
+            Error::DelegateMissing(_) => 111,
+            Error::Delegate { code, .. } => *code,
+            Error::AddressInUse(_) => 113,
+            Error::Netlink(_) => 114,
+            Error::Iptables(_) => 115,
+            Error::Mismatch(_) => 116,
         }
     }
 

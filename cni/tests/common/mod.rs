@@ -3,6 +3,8 @@
 //! at 168.63.129.16 inside it, and a runner that execs the plugin the way a runtime does.
 #![allow(dead_code)]
 
+pub mod lab;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -119,10 +121,15 @@ pub fn secondaries(count: usize) -> Vec<String> {
 }
 
 pub fn nmagent_xml(mac: &str, secondaries: &[String]) -> String {
+    nmagent_xml_with_primary(mac, "10.240.0.4", secondaries)
+}
+
+/// The host agent's answer for one NIC in 10.240.0.0/16.
+pub fn nmagent_xml_with_primary(mac: &str, primary: &str, secondaries: &[String]) -> String {
     let mac: String = mac.chars().filter(|c| *c != ':').collect::<String>().to_uppercase();
     let mut xml = format!(
         "<Interfaces><Interface MacAddress=\"{mac}\" IsPrimary=\"true\"><IPSubnet Prefix=\"10.240.0.0/16\">\
-         <IPAddress Address=\"10.240.0.4\" IsPrimary=\"true\"/>"
+         <IPAddress Address=\"{primary}\" IsPrimary=\"true\"/>"
     );
     for a in secondaries {
         xml += &format!("<IPAddress Address=\"{a}\" IsPrimary=\"false\"/>");

@@ -1,0 +1,57 @@
+//! The endpoint state file (`/var/run/azure-vnet.json`): what the node's bridge took over from
+//! `master`, and one record per attached container.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::config::PortMapping;
+use super::netlink::RouteSpec;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct VnetState {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<NodeRecord>,
+    /// Keyed by `containerID/ifname`.
+    #[serde(default)]
+    pub endpoints: BTreeMap<String, Endpoint>,
+}
+
+/// Written before the bridge takes over `master`, so a crash midway can be replayed: the
+/// addresses and routes are those `master` had, which it may no longer have.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeRecord {
+    pub master: String,
+    pub bridge: String,
+    pub addresses: Vec<IpNet>,
+    pub routes: Vec<RouteSpec>,
+    /// True once every step of the takeover has completed.
+    pub ready: bool,
+    /// Pod subnets whose outbound SNAT is programmed.
+    #[serde(default)]
+    pub snat_subnets: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Endpoint {
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    pub ifname: String,
+    pub network: String,
+    pub netns: String,
+    pub host_veth: String,
+    pub address: IpAddr,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub port_mappings: Vec<PortMapping>,
+    /// The ADD result (shape of cniVersion 1.0.0), returned again on a repeated ADD.
+    pub result: Value,
+}
+
+pub fn endpoint_key(container_id: &str, ifname: &str) -> String {
+    format!("{container_id}/{ifname}")
+}
