@@ -11,6 +11,7 @@
 pub mod fields;
 pub mod ipam;
 pub mod logging;
+pub mod runtime;
 pub mod skel;
 pub mod store;
 pub mod vnet;

@@ -16,17 +16,22 @@ pub fn find(plugin: &str, path: &[PathBuf]) -> Result<PathBuf> {
     })
 }
 
-/// Runs `command` on the plugin; `Ok(None)` for a success with empty output.
+/// Runs `command` on the plugin with our own environment (delegation keeps every `CNI_*`
+/// variable but the command); `Ok(None)` for a success with empty output.
 pub fn exec(binary: &Path, command: &str, stdin: &[u8]) -> Result<Option<Value>> {
+    let mut cmd = Command::new(binary);
+    cmd.env("CNI_COMMAND", command);
+    run(cmd, binary, command, stdin)
+}
+
+/// Runs a prepared plugin command (environment set by the caller) and reads its answer.
+pub fn run(mut cmd: Command, binary: &Path, command: &str, stdin: &[u8]) -> Result<Option<Value>> {
     let name =
         binary.file_name().map_or_else(|| binary.display().to_string(), |n| n.to_string_lossy().into_owned());
-    let mut child = Command::new(binary)
-        .env("CNI_COMMAND", command)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::Delegate { plugin: name.clone(), code: 112, msg: format!("cannot run: {e}") })?;
+    let mut child =
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| {
+            Error::Delegate { plugin: name.clone(), code: 112, msg: format!("cannot run: {e}") }
+        })?;
     if let Some(mut input) = child.stdin.take() {
         // A plugin that exits without reading its stdin is judged by its output below.
         let _ = input.write_all(stdin);
