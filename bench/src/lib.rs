@@ -1,7 +1,9 @@
-//! Benchmarks that print figures and never assert them. Each compares our plugin against a
-//! reference measured in the same run, so the figure that matters is the ratio.
+//! Benchmarks that print figures and never assert them. Each compares our plugin against
+//! Debian's reference plugin measured in the same run, so the figure that matters is the ratio.
 //!
-//! `ipam-bench`: ADD/DEL latency of azure-vnet-ipam against Debian's host-local with the same
-//! pool size, sequential and concurrent, inside a network namespace the bench creates.
+//! - `ipam-bench`: azure-vnet-ipam vs host-local, same pool size.
+//! - `vnet-bench`: azure-vnet + azure-vnet-ipam vs bridge + host-local, real pod namespaces.
 
+pub mod exec;
+pub mod node;
 pub mod stats;

@@ -107,7 +107,7 @@ impl Locked<'_> {
     pub fn save<T: Serialize>(&self, state: &T) -> Result<()> {
         let path = &self.store.path;
         let tmp = self.store.sibling(".tmp");
-        let mut bytes = serde_json::to_vec_pretty(state)
+        let mut bytes = serde_json::to_vec(state)
             .map_err(|e| Error::Io(format!("encoding state for {}: {e}", path.display())))?;
         bytes.push(b'\n');
         let write = || -> std::io::Result<()> {

@@ -15,6 +15,7 @@ use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use rtnetlink::packet_route::route::{
     RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
+use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use serde::{Deserialize, Serialize};
 
@@ -217,6 +218,21 @@ impl Netlink {
             .collect())
     }
 
+    /// The link holding `addr`, if any. Dumps only that address family (a node with hundreds
+    /// of pods has hundreds of IPv6 link-local addresses it need not read).
+    pub async fn holder_of(&self, addr: IpAddr) -> Result<Option<u32>> {
+        let mut req = self.handle.address().get();
+        req.message_mut().header.family =
+            if addr.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+        let msgs: Vec<_> = req
+            .set_address_filter(addr)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| fail("listing addresses", e))?;
+        Ok(msgs.first().map(|m| m.header.index))
+    }
+
     pub async fn add_address(&self, index: u32, net: IpNet) -> Result<()> {
         let r = self.handle.address().add(index, net.addr(), net.prefix_len()).execute().await;
         tolerate(r, &[Errno::EEXIST], format_args!("adding address {net} to link #{index}"))
@@ -307,7 +323,7 @@ fn to_route(m: &RouteMessage) -> Option<RouteSpec> {
     if m.header.table != 254 || m.header.kind != RouteType::Unicast {
         return None;
     }
-    let v4 = m.header.address_family == rtnetlink::packet_route::AddressFamily::Inet;
+    let v4 = m.header.address_family == AddressFamily::Inet;
     let mut dst_ip = if v4 { IpAddr::V4(Ipv4Addr::UNSPECIFIED) } else { IpAddr::V6(Ipv6Addr::UNSPECIFIED) };
     let mut spec = RouteSpec {
         dst: IpNet::default(),

@@ -113,7 +113,7 @@ impl Plugin for VnetPlugin {
             if let Some(ep) = seen.endpoints.get(&call.key()) {
                 if Path::new(&ep.netns) == netns_path && nl.link(&ep.host_veth).await?.is_some() {
                     tracing::info!("repeated ADD for {}: returning the recorded result", call.key());
-                    return serde_json::from_value(ep.result.clone())
+                    return serde_json::from_str(ep.result.get())
                         .map_err(|e| Error::Io(format!("recorded result unreadable: {e}")));
                 }
             }
@@ -270,9 +270,7 @@ async fn attach(
         serde_json::from_value(ipam_value).map_err(|e| bad_ipam(&format!("unreadable result: {e}")))?;
     let ip = ipam.ips.first().cloned().ok_or_else(|| bad_ipam("result has no address"))?;
     tracing::debug!("IPAM gave {} (gateway {:?})", ip.address, ip.gateway);
-    if let Some((index, _)) =
-        nl.addresses(None).await?.into_iter().find(|(_, a)| a.addr() == ip.address.addr())
-    {
+    if let Some(index) = nl.holder_of(ip.address.addr()).await? {
         let name = nl.link_by_index(index).await?.map_or(format!("#{index}"), |l| l.name);
         return Err(Error::AddressInUse(format!("{} is already on interface {name}", ip.address.addr())));
     }
@@ -351,7 +349,8 @@ async fn attach(
         host_veth: host,
         address: ip.address.addr(),
         port_mappings: call.cfg.port_mappings.clone(),
-        result: result.render(Version::parse("1.0.0")?),
+        result: serde_json::value::to_raw_value(&result.render(Version::parse("1.0.0")?))
+            .map_err(|e| Error::Io(format!("encoding the result: {e}")))?,
     };
     call.update_state(|s| {
         s.endpoints.insert(call.key(), endpoint);

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::config::PortMapping;
 use super::netlink::RouteSpec;
@@ -36,7 +36,7 @@ pub struct NodeRecord {
     pub snat_subnets: Vec<IpNet>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Endpoint {
     #[serde(rename = "containerID")]
@@ -48,8 +48,9 @@ pub struct Endpoint {
     pub address: IpAddr,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub port_mappings: Vec<PortMapping>,
-    /// The ADD result (shape of cniVersion 1.0.0), returned again on a repeated ADD.
-    pub result: Value,
+    /// The ADD result (shape of cniVersion 1.0.0), returned again on a repeated ADD. Kept as
+    /// raw JSON: every call reads the whole file, and only a repeated ADD looks inside one.
+    pub result: Box<RawValue>,
 }
 
 pub fn endpoint_key(container_id: &str, ifname: &str) -> String {
