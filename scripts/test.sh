@@ -13,4 +13,6 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
 scripts/fuzz-smoke.sh
 # Benchmark smoke: a small run proves the bench works; its figures are printed, never asserted.
-cargo run --quiet --locked -p bench --bin ipam-bench -- --calls 20 --workers 4
+cargo build --quiet --locked -p bench
+target/debug/ipam-bench --calls 20 --workers 4
+target/debug/vnet-bench --pods 10 --workers 4

@@ -138,7 +138,7 @@ fn valid_network_name(s: &str) -> bool {
 }
 
 /// libcni writes `cni.dev/valid-attachments`; older drafts said `cni.dev/attachments`.
-fn valid_attachments(config: &Map<String, Value>) -> Result<Vec<Attachment>> {
+pub(crate) fn valid_attachments(config: &Map<String, Value>) -> Result<Vec<Attachment>> {
     let list = ["cni.dev/valid-attachments", "cni.dev/attachments"]
         .iter()
         .find_map(|k| config.get(*k))
