@@ -10,7 +10,12 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 for target in $(cargo fuzz list --fuzz-dir fuzz); do
     echo "fuzz smoke: $target (${SECONDS_PER_TARGET}s)"
-    if ! cargo fuzz run --fuzz-dir fuzz "$target" -- -max_total_time="$SECONDS_PER_TARGET" >"$log" 2>&1; then
+    # New inputs go to the ignored fuzz/corpus; committed seeds (fuzz/seeds/TARGET) are read only.
+    mkdir -p "fuzz/corpus/$target"
+    corpora="fuzz/corpus/$target"
+    [ -d "fuzz/seeds/$target" ] && corpora="$corpora fuzz/seeds/$target"
+    # shellcheck disable=SC2086
+    if ! cargo fuzz run --fuzz-dir fuzz "$target" $corpora -- -max_total_time="$SECONDS_PER_TARGET" >"$log" 2>&1; then
         tail -n 60 "$log"
         echo "fuzz smoke: $target FAILED" >&2
         exit 1

@@ -1,0 +1,97 @@
+//! The conformance suite: every case in `testdata/policy/` (a cluster, its policies and the
+//! expected truth tables, built from the Kubernetes e2e NetworkPolicy scenarios and the
+//! semantics list in DESIGN.md) must give exactly the expected verdicts.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use policy_compiler::model::Protocol;
+use policy_compiler::semantic::{reachability, Reach};
+use policy_compiler::snapshot::Snapshot;
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Expectations {
+    #[serde(default)]
+    externals: Vec<IpAddr>,
+    #[serde(default)]
+    refused: usize,
+    checks: Vec<Check>,
+}
+
+/// `denied` lists the pairs that must be denied (all others allowed), minus `except`.
+#[derive(Deserialize)]
+struct Check {
+    protocol: String,
+    port: u16,
+    denied: Vec<String>,
+    #[serde(default)]
+    except: Vec<String>,
+}
+
+fn side_matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => pattern == name,
+    }
+}
+
+fn pair_matches(pattern: &str, row: &Reach) -> bool {
+    let (from, to) =
+        pattern.split_once(" -> ").unwrap_or_else(|| panic!("pattern {pattern:?} is not 'FROM -> TO'"));
+    side_matches(from.trim(), &row.from) && side_matches(to.trim(), &row.to)
+}
+
+fn expectations(text: &str) -> Expectations {
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        let v = serde_yaml::Value::deserialize(doc).unwrap();
+        if v["kind"].as_str() == Some("Expectations") {
+            return serde_yaml::from_value(v).expect("Expectations document");
+        }
+    }
+    panic!("no Expectations document");
+}
+
+fn cases() -> Vec<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/policy");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 15, "the conformance cases are missing from {}", dir.display());
+    files
+}
+
+#[test]
+fn the_semantic_engine_passes_every_conformance_case() {
+    let mut failures = Vec::new();
+    for file in cases() {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let snap = Snapshot::from_yaml(&text).unwrap();
+        let exp = expectations(&text);
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        if snap.refused.len() != exp.refused {
+            failures.push(format!("{name}: refused {:?}, expected {} refusals", snap.refused, exp.refused));
+        }
+        for check in &exp.checks {
+            let protocol = Protocol::parse(&check.protocol).expect("protocol");
+            for row in reachability(&snap.cluster, &exp.externals, protocol, check.port) {
+                let denied = check.denied.iter().any(|p| pair_matches(p, &row))
+                    && !check.except.iter().any(|p| pair_matches(p, &row));
+                if row.allowed == denied {
+                    failures.push(format!(
+                        "{name} {protocol}/{}: {} -> {} is {}, expected {}",
+                        check.port,
+                        row.from,
+                        row.to,
+                        if row.allowed { "allowed" } else { "denied" },
+                        if denied { "denied" } else { "allowed" }
+                    ));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+}
