@@ -3,14 +3,19 @@
 //! ```text
 //! YAML / k8s-openapi objects ──convert──▶ model::Cluster ──semantic::evaluate──▶ Verdict
 //!                                             │
-//!                                             └──(coming: compile ──▶ IR sets + rules ──▶ compiled evaluator,
-//!                                                  ipset/iptables-restore and HNS rendering, deltas)
+//!                                             └──compile──▶ ir::Ir (sets + rules) ──compiled::evaluate──▶ Trace
+//!                                                  (coming: deltas, ipset/iptables-restore and HNS rendering)
 //! ```
 //! `semantic` is the reference: it follows the API text (see `../shared/DESIGN.md`) rule by
-//! rule and explains each verdict.
+//! rule and explains each verdict. `compiled` walks the IR as the kernel would; the two must
+//! agree on every query (conformance cases and a property test).
 
+pub mod compile;
+pub mod compiled;
 pub mod convert;
+pub mod ir;
 pub mod model;
+pub mod reach;
 pub mod selector;
 pub mod semantic;
 pub mod snapshot;

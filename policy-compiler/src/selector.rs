@@ -56,6 +56,33 @@ impl Selector {
     }
 }
 
+impl std::fmt::Display for Selector {
+    /// A canonical text (requirements sorted), used in set keys and explanations.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts: Vec<String> = self
+            .requirements
+            .iter()
+            .map(|r| match &r.op {
+                Op::In(v) if v.len() == 1 => format!("{}={}", r.key, v[0]),
+                Op::In(v) => format!("{} in ({})", r.key, sorted(v)),
+                Op::NotIn(v) => format!("{} notin ({})", r.key, sorted(v)),
+                Op::Exists => r.key.clone(),
+                Op::DoesNotExist => format!("!{}", r.key),
+            })
+            .collect();
+        parts.sort();
+        parts.dedup();
+        write!(f, "{{{}}}", parts.join(","))
+    }
+}
+
+fn sorted(values: &[String]) -> String {
+    let mut v = values.to_vec();
+    v.sort();
+    v.dedup();
+    v.join(",")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -164,37 +164,3 @@ pub fn port_matches(spec: &PortSpec, to: Endpoint, protocol: Protocol, port: u16
         },
     }
 }
-
-/// One row of a reachability matrix.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Reach {
-    pub from: String,
-    pub to: String,
-    pub allowed: bool,
-}
-
-/// Every ordered pair of distinct endpoints: sources are the pods, `externals` and the nodes'
-/// InternalIPs; destinations are the pods and `externals`.
-pub fn endpoints<'a>(cluster: &'a Cluster, externals: &[IpAddr]) -> (Vec<Endpoint<'a>>, Vec<Endpoint<'a>>) {
-    let pods = cluster.pods.iter().map(Endpoint::Pod);
-    let ext = externals.iter().map(|ip| Endpoint::Ip(*ip));
-    let nodes = cluster.nodes.iter().filter_map(|n| n.internal_ip).map(Endpoint::Ip);
-    let sources = pods.clone().chain(ext.clone()).chain(nodes).collect();
-    let destinations = pods.chain(ext).collect();
-    (sources, destinations)
-}
-
-pub fn reachability(cluster: &Cluster, externals: &[IpAddr], protocol: Protocol, port: u16) -> Vec<Reach> {
-    let (sources, destinations) = endpoints(cluster, externals);
-    let mut out = Vec::new();
-    for from in &sources {
-        for to in &destinations {
-            if from.name() == to.name() {
-                continue;
-            }
-            let allowed = evaluate(cluster, *from, *to, protocol, port).allowed;
-            out.push(Reach { from: from.name(), to: to.name(), allowed });
-        }
-    }
-    out
-}

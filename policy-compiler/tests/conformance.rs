@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use policy_compiler::model::Protocol;
-use policy_compiler::semantic::{reachability, Reach};
+use policy_compiler::reach::{reachability, Engine, Reach};
 use policy_compiler::snapshot::Snapshot;
 use serde::Deserialize;
 
@@ -66,6 +66,15 @@ fn cases() -> Vec<PathBuf> {
 
 #[test]
 fn the_semantic_engine_passes_every_conformance_case() {
+    run_cases(Engine::Semantic);
+}
+
+#[test]
+fn the_compiled_engine_passes_every_conformance_case() {
+    run_cases(Engine::Compiled);
+}
+
+fn run_cases(engine: Engine) {
     let mut failures = Vec::new();
     for file in cases() {
         let text = std::fs::read_to_string(&file).unwrap();
@@ -77,12 +86,12 @@ fn the_semantic_engine_passes_every_conformance_case() {
         }
         for check in &exp.checks {
             let protocol = Protocol::parse(&check.protocol).expect("protocol");
-            for row in reachability(&snap.cluster, &exp.externals, protocol, check.port) {
+            for row in reachability(&snap.cluster, &exp.externals, protocol, check.port, engine) {
                 let denied = check.denied.iter().any(|p| pair_matches(p, &row))
                     && !check.except.iter().any(|p| pair_matches(p, &row));
                 if row.allowed == denied {
                     failures.push(format!(
-                        "{name} {protocol}/{}: {} -> {} is {}, expected {}",
+                        "{engine:?} {name} {protocol}/{}: {} -> {} is {}, expected {}",
                         check.port,
                         row.from,
                         row.to,

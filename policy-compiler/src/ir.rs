@@ -1,0 +1,126 @@
+//! The intermediate representation: named IP sets and ordered rules, dataplane-neutral but
+//! shaped like ipset + iptables (and HNS ACLs). Deterministic: the same cluster always yields
+//! the same IR, names included.
+//!
+//! Evaluation model (what `compiled` simulates and the renderers emit):
+//! 1. `accept` rules: the first match accepts (traffic from a pod's own node).
+//! 2. `egress` allow rules, when the source is a pod: any match sets the egress-allowed mark;
+//!    then a source in the egress-isolated set without the mark is dropped.
+//! 3. `ingress` the same for the destination.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::model::Protocol;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SetKind {
+    /// Pod addresses (selector results, node addresses).
+    HashIp,
+    /// CIDRs, with `nomatch` entries carving exceptions (ipBlock with except).
+    HashNet,
+    /// (address, protocol, port): pods' named ports.
+    HashIpPort,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Member {
+    Ip(IpAddr),
+    Net { net: IpNet, nomatch: bool },
+    IpPort { ip: IpAddr, protocol: Protocol, port: u16 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpSet {
+    /// Kernel name: `azn-` + kind letter + 12 hex digits of a hash of `key` (17 characters,
+    /// within ipset's 31); stable across runs and agents.
+    pub name: String,
+    pub kind: SetKind,
+    /// What the set stands for, e.g. `pods ns{ns=y} pod{pod=b}`; also the rule comments' words.
+    pub key: String,
+    pub members: BTreeSet<Member>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Chain {
+    Accept,
+    Egress,
+    Ingress,
+}
+
+impl fmt::Display for Chain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Chain::Accept => "AZURE-NPM-ACCEPT",
+            Chain::Egress => "AZURE-NPM-EGRESS",
+            Chain::Ingress => "AZURE-NPM-INGRESS",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Accept,
+    /// Sets the chain's allowed mark and goes on.
+    MarkAllowed,
+    /// Drops unless the chain's allowed mark is set.
+    DropUnlessAllowed,
+}
+
+/// One rule. Every present criterion must hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// `namespace/name ingress[i]` for policy rules; a description otherwise.
+    pub comment: String,
+    pub src_set: Option<String>,
+    pub dst_set: Option<String>,
+    pub protocol: Option<Protocol>,
+    /// Inclusive destination port range.
+    pub dports: Option<(u16, u16)>,
+    /// A hash:ip,port set matched on (destination address, protocol, destination port).
+    pub dst_named_port: Option<String>,
+    pub action: Action,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ir {
+    pub sets: BTreeMap<String, IpSet>,
+    pub accept: Vec<Rule>,
+    pub egress: Vec<Rule>,
+    pub ingress: Vec<Rule>,
+}
+
+impl Ir {
+    pub fn chain(&self, chain: Chain) -> &[Rule] {
+        match chain {
+            Chain::Accept => &self.accept,
+            Chain::Egress => &self.egress,
+            Chain::Ingress => &self.ingress,
+        }
+    }
+
+    pub fn rule_count(&self) -> usize {
+        self.accept.len() + self.egress.len() + self.ingress.len()
+    }
+
+    pub fn member_count(&self) -> usize {
+        self.sets.values().map(|s| s.members.len()).sum()
+    }
+}
+
+/// A stable 64-bit FNV-1a hash (set names must not change between builds or machines).
+pub fn stable_hash(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+pub fn set_name(kind: SetKind, key: &str) -> String {
+    let letter = match kind {
+        SetKind::HashIp => 'i',
+        SetKind::HashNet => 'n',
+        SetKind::HashIpPort => 'p',
+    };
+    format!("azn-{letter}{:012x}", stable_hash(key) & 0xffff_ffff_ffff)
+}
