@@ -16,6 +16,7 @@ pub mod convert;
 pub mod ir;
 pub mod model;
 pub mod reach;
+pub mod render;
 pub mod selector;
 pub mod semantic;
 pub mod snapshot;
