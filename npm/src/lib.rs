@@ -1,3 +1,9 @@
 //! azure-npm: the Network Policy Manager agent (watch → compile → program ipset/iptables).
 //!
-//! Not built yet; see issue 5. The crate exists so the workspace layout is the final one.
+//! ```text
+//! YAML snapshot ──policy_compiler::snapshot──▶ Cluster ──▶ debug::{reachability, explain}
+//! (coming: kube / dir: sources ──▶ compiler deltas ──▶ Linux dataplane, metrics)
+//! ```
+//! Today: the `azure-npm debug` tools over YAML snapshots.
+
+pub mod debug;

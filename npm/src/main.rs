@@ -1,0 +1,131 @@
+//! azure-npm: Network Policy Manager. Today: `azure-npm debug` over YAML snapshots.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand, ValueEnum};
+use npm::debug;
+use policy_compiler::model::Protocol;
+use policy_compiler::reach::Engine;
+
+#[derive(Parser)]
+#[command(
+    name = "azure-npm",
+    version,
+    about = "Azure Network Policy Manager: Kubernetes NetworkPolicy on ipset/iptables"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Inspect policies offline, from a YAML snapshot of the cluster
+    Debug {
+        #[command(subcommand)]
+        what: DebugCommand,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum EngineArg {
+    Compiled,
+    Semantic,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ProtocolArg {
+    #[value(name = "TCP", alias = "tcp")]
+    Tcp,
+    #[value(name = "UDP", alias = "udp")]
+    Udp,
+    #[value(name = "SCTP", alias = "sctp")]
+    Sctp,
+}
+
+impl From<ProtocolArg> for Protocol {
+    fn from(p: ProtocolArg) -> Protocol {
+        match p {
+            ProtocolArg::Tcp => Protocol::Tcp,
+            ProtocolArg::Udp => Protocol::Udp,
+            ProtocolArg::Sctp => Protocol::Sctp,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum DebugCommand {
+    /// Every ordered pair of endpoints (pods, --external addresses, node InternalIPs as sources)
+    Reachability {
+        /// Multi-document Kubernetes YAML: Namespaces, Pods, Nodes, NetworkPolicies
+        #[arg(long)]
+        objects: PathBuf,
+        #[arg(long, value_enum)]
+        protocol: ProtocolArg,
+        #[arg(long)]
+        port: u16,
+        /// An address outside the cluster to include as source and destination (repeatable)
+        #[arg(long = "external")]
+        externals: Vec<IpAddr>,
+        /// compiled: walk the compiled sets and rules as the kernel would; semantic: the API's words
+        #[arg(long, value_enum, default_value = "compiled")]
+        engine: EngineArg,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Why one connection is allowed or denied: isolation and the deciding policies and rules
+    Explain {
+        #[arg(long)]
+        objects: PathBuf,
+        /// ns/pod or an IP address
+        #[arg(long)]
+        from: String,
+        /// ns/pod or an IP address
+        #[arg(long)]
+        to: String,
+        #[arg(long, value_enum)]
+        protocol: ProtocolArg,
+        #[arg(long)]
+        port: u16,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Debug { what } => match what {
+            DebugCommand::Reachability { objects, protocol, port, externals, engine, output } => {
+                let cluster = debug::load(&objects)?;
+                let engine = match engine {
+                    EngineArg::Compiled => Engine::Compiled,
+                    EngineArg::Semantic => Engine::Semantic,
+                };
+                let m = debug::matrix(&cluster, &externals, protocol.into(), port, engine);
+                match output {
+                    Output::Json => println!("{}", serde_json::to_string_pretty(&m)?),
+                    Output::Table => print!("{}", debug::matrix_table(&m)),
+                }
+            }
+            DebugCommand::Explain { objects, from, to, protocol, port, output } => {
+                let cluster = debug::load(&objects)?;
+                let (src, dst) = (debug::endpoint(&cluster, &from)?, debug::endpoint(&cluster, &to)?);
+                let e = debug::explain(&cluster, src, dst, protocol.into(), port);
+                match output {
+                    Output::Json => println!("{}", serde_json::to_string_pretty(&e)?),
+                    Output::Table => print!("{}", debug::explanation_text(&e)),
+                }
+            }
+        },
+    }
+    Ok(())
+}

@@ -1,0 +1,149 @@
+//! `azure-npm debug` as a user runs it, on the conformance snapshots.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+
+const NPM: &str = env!("CARGO_BIN_EXE_azure-npm");
+
+fn case(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/policy").join(format!("{name}.yaml"))
+}
+
+fn run(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(NPM).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn allowed(results: &Value, from: &str, to: &str) -> bool {
+    let row = results.as_array().unwrap().iter().find(|r| r["from"] == from && r["to"] == to);
+    row.unwrap_or_else(|| panic!("no row {from} -> {to}"))["allowed"].as_bool().unwrap()
+}
+
+#[test]
+fn reachability_json_has_the_documented_shape_for_both_engines() {
+    let objects = case("04-namespace-and-pod-selector-and");
+    for engine in ["compiled", "semantic"] {
+        let (ok, out, err) = run(&[
+            "debug",
+            "reachability",
+            "--objects",
+            objects.to_str().unwrap(),
+            "--protocol",
+            "TCP",
+            "--port",
+            "80",
+            "--external",
+            "203.0.113.9",
+            "--engine",
+            engine,
+            "--output",
+            "json",
+        ]);
+        assert!(ok, "{err}");
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            (v["protocol"].as_str(), v["port"].as_u64(), v["engine"].as_str()),
+            (Some("TCP"), Some(80), Some(engine))
+        );
+        let results = &v["results"];
+        // 9 pods + 1 external + 1 node as sources, 9 pods + 1 external as destinations, minus self pairs.
+        assert_eq!(results.as_array().unwrap().len(), 11 * 10 - 10);
+        assert!(allowed(results, "y/b", "x/a"));
+        assert!(!allowed(results, "y/a", "x/a"));
+        assert!(!allowed(results, "203.0.113.9", "x/a"));
+        assert!(allowed(results, "10.240.0.4", "x/a"), "the pod's own node");
+        assert!(allowed(results, "x/a", "203.0.113.9"));
+    }
+}
+
+#[test]
+fn explain_names_the_isolating_policy_and_the_allowing_rule() {
+    let objects = case("04-namespace-and-pod-selector-and");
+    let o = objects.to_str().unwrap();
+    let (ok, out, _) = run(&[
+        "debug",
+        "explain",
+        "--objects",
+        o,
+        "--from",
+        "y/b",
+        "--to",
+        "x/a",
+        "--protocol",
+        "TCP",
+        "--port",
+        "80",
+        "--output",
+        "json",
+    ]);
+    assert!(ok);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["allowed"], true);
+    assert_eq!(v["semantic"]["ingress"]["selected_by"][0], "x/y-b-only");
+    assert_eq!(v["semantic"]["ingress"]["allowed_by"][0], "x/y-b-only ingress[0]");
+    assert_eq!(v["compiled"]["allowed"], true);
+    let (ok, text, _) = run(&[
+        "debug",
+        "explain",
+        "--objects",
+        o,
+        "--from",
+        "y/a",
+        "--to",
+        "x/a",
+        "--protocol",
+        "TCP",
+        "--port",
+        "80",
+    ]);
+    assert!(ok);
+    assert!(text.contains("DENIED") && text.contains("no rule allows it"), "{text}");
+}
+
+#[test]
+fn bad_arguments_fail_with_a_message() {
+    let o = case("00-no-policies");
+    let (ok, _, err) = run(&[
+        "debug",
+        "explain",
+        "--objects",
+        o.to_str().unwrap(),
+        "--from",
+        "nope/pod",
+        "--to",
+        "x/a",
+        "--protocol",
+        "TCP",
+        "--port",
+        "80",
+    ]);
+    assert!(!ok && err.contains("no pod nope/pod"), "{err}");
+    let (ok, _, err) = run(&[
+        "debug",
+        "reachability",
+        "--objects",
+        "/nonexistent.yaml",
+        "--protocol",
+        "TCP",
+        "--port",
+        "80",
+    ]);
+    assert!(!ok && err.contains("/nonexistent.yaml"), "{err}");
+    let (ok, _, err) = run(&[
+        "debug",
+        "reachability",
+        "--objects",
+        o.to_str().unwrap(),
+        "--protocol",
+        "ICMP",
+        "--port",
+        "80",
+    ]);
+    assert!(!ok && err.contains("ICMP"), "{err}");
+}
