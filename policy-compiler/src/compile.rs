@@ -1,8 +1,9 @@
 //! Full compilation: a cluster to the IR. Rule count depends on policies (peers × ports per
 //! rule), never on pod count: pods only ever appear as set members.
 
-use crate::ir::{set_name, Action, IpSet, Ir, Member, Rule, SetKind};
+use crate::ir::{set_name, Action, IpSet, Ir, Member, Rule, SetDef, SetKind};
 use crate::model::{Cluster, NetworkPolicy, Peer, Pod, PortRef, PortSpec, Protocol};
+use crate::selector::Selector;
 
 pub const ISOLATED_INGRESS: &str = "isolated ingress";
 pub const ISOLATED_EGRESS: &str = "isolated egress";
@@ -15,49 +16,79 @@ struct Builder<'a> {
     ir: Ir,
 }
 
+impl SetDef {
+    /// The member `pod` contributes to a set so defined, if any. Full and incremental
+    /// compilation both decide membership here, so they cannot drift apart.
+    pub fn member(&self, cluster: &Cluster, pod: &Pod) -> Option<Member> {
+        let ip = pod.ip?;
+        let belongs = match self {
+            SetDef::PodsIn { namespace, pods } => pod.namespace == *namespace && pods.matches(&pod.labels),
+            SetDef::PodsWhere { namespaces, pods } => {
+                cluster.namespace_labels(&pod.namespace).is_some_and(|l| namespaces.matches(l))
+                    && pods.matches(&pod.labels)
+            }
+            SetDef::PodsOnNode(node) => pod.node.as_deref() == Some(node.as_str()),
+            SetDef::NamedPort { name, protocol } => {
+                let port = pod.named_port(name, *protocol)?;
+                return Some(Member::IpPort { ip, protocol: *protocol, port });
+            }
+            SetDef::Isolated { ingress } => cluster.policies.iter().any(|p| {
+                p.namespace == pod.namespace
+                    && if *ingress { p.ingress_isolation } else { p.egress_isolation }
+                    && p.pod_selector.matches(&pod.labels)
+            }),
+            SetDef::Fixed => false,
+        };
+        belongs.then_some(Member::Ip(ip))
+    }
+}
+
 impl Builder<'_> {
-    fn set(&mut self, kind: SetKind, key: String, members: impl IntoIterator<Item = Member>) -> String {
+    /// The set named after `key`, created on first use with `fixed` members plus whatever
+    /// the cluster's pods contribute under `def`.
+    fn set(
+        &mut self,
+        kind: SetKind,
+        key: String,
+        def: SetDef,
+        fixed: impl IntoIterator<Item = Member>,
+    ) -> String {
         let name = set_name(kind, &key);
-        let set = self.ir.sets.entry(name.clone()).or_insert_with(|| IpSet {
-            name: name.clone(),
-            kind,
-            key,
-            members: Default::default(),
-        });
-        set.members.extend(members);
+        if !self.ir.sets.contains_key(&name) {
+            let cluster = self.cluster;
+            let mut members: std::collections::BTreeSet<Member> = fixed.into_iter().collect();
+            members.extend(cluster.pods.iter().filter_map(|p| def.member(cluster, p)));
+            self.ir.sets.insert(name.clone(), IpSet { name: name.clone(), kind, key, def, members });
+        }
         name
     }
 
-    fn pod_set(&mut self, key: String, keep: impl Fn(&Pod) -> bool) -> String {
-        let members: Vec<Member> =
-            self.cluster.pods.iter().filter(|p| keep(p)).filter_map(|p| p.ip).map(Member::Ip).collect();
-        self.set(SetKind::HashIp, key, members)
+    fn pods_in(&mut self, namespace: &str, pods: Selector) -> String {
+        let pods = pods.canonical();
+        let key = format!("pods ns={namespace} pod{pods}");
+        self.set(SetKind::HashIp, key, SetDef::PodsIn { namespace: namespace.to_string(), pods }, [])
     }
 
     /// The pods a policy applies to.
     fn targets(&mut self, p: &NetworkPolicy) -> String {
-        let (ns, sel) = (p.namespace.clone(), p.pod_selector.clone());
-        self.pod_set(format!("pods ns={ns} pod{sel}"), |pod| pod.namespace == ns && sel.matches(&pod.labels))
+        self.pods_in(&p.namespace, p.pod_selector.clone())
     }
 
     /// The set a peer stands for; `None` when the peer can match nothing.
     fn peer_set(&mut self, peer: &Peer, policy_ns: &str) -> Option<String> {
         match peer {
             Peer::Pods { namespaces: None, pods } => {
-                let sel = pods.clone().unwrap_or_default();
-                let ns = policy_ns.to_string();
-                Some(self.pod_set(format!("pods ns={ns} pod{sel}"), |p| {
-                    p.namespace == ns && sel.matches(&p.labels)
-                }))
+                Some(self.pods_in(policy_ns, pods.clone().unwrap_or_default()))
             }
             Peer::Pods { namespaces: Some(ns_sel), pods } => {
                 let sel = pods.clone().unwrap_or_default();
-                let cluster = self.cluster;
-                let ns_ok =
-                    |p: &Pod| cluster.namespace_labels(&p.namespace).is_some_and(|l| ns_sel.matches(l));
-                Some(
-                    self.pod_set(format!("pods ns{ns_sel} pod{sel}"), |p| ns_ok(p) && sel.matches(&p.labels)),
-                )
+                let key = format!("pods ns{ns_sel} pod{sel}");
+                Some(self.set(
+                    SetKind::HashIp,
+                    key,
+                    SetDef::PodsWhere { namespaces: ns_sel.clone(), pods: sel },
+                    [],
+                ))
             }
             Peer::IpBlock { cidr, except } => {
                 if except.iter().any(|e| e == cidr) {
@@ -67,24 +98,16 @@ impl Builder<'_> {
                 excepts.sort();
                 let members = std::iter::once(Member::Net { net: *cidr, nomatch: false })
                     .chain(except.iter().map(|e| Member::Net { net: *e, nomatch: true }));
-                Some(self.set(
-                    SetKind::HashNet,
-                    format!("cidr {cidr} except [{}]", excepts.join(",")),
-                    members,
-                ))
+                let key = format!("cidr {cidr} except [{}]", excepts.join(","));
+                Some(self.set(SetKind::HashNet, key, SetDef::Fixed, members))
             }
         }
     }
 
     /// Every pod's (address, protocol, port) for a port name.
     fn named_port_set(&mut self, name: &str, protocol: Protocol) -> String {
-        let members: Vec<Member> = self
-            .cluster
-            .pods
-            .iter()
-            .filter_map(|p| Some(Member::IpPort { ip: p.ip?, protocol, port: p.named_port(name, protocol)? }))
-            .collect();
-        self.set(SetKind::HashIpPort, format!("named port {name}/{protocol}"), members)
+        let def = SetDef::NamedPort { name: name.to_string(), protocol };
+        self.set(SetKind::HashIpPort, format!("named port {name}/{protocol}"), def, [])
     }
 
     fn port_criteria(&mut self, spec: &PortSpec) -> PortMatch {
@@ -106,8 +129,7 @@ impl Builder<'_> {
             if !isolates {
                 continue;
             }
-            let members = self.ir.sets[&targets].members.clone();
-            self.set(SetKind::HashIp, isolated.to_string(), members);
+            self.set(SetKind::HashIp, isolated.to_string(), SetDef::Isolated { ingress }, []);
             let direction = if ingress { "ingress" } else { "egress" };
             for (i, rule) in rules.iter().enumerate() {
                 let comment = format!("{} {direction}[{i}]", p.key());
@@ -151,9 +173,10 @@ pub fn compile(cluster: &Cluster) -> Ir {
     let mut b = Builder { cluster, ir: Ir::default() };
     for node in &cluster.nodes {
         let Some(ip) = node.internal_ip else { continue };
-        let node_set = b.set(SetKind::HashIp, format!("node {}", node.name), [Member::Ip(ip)]);
+        let node_set = b.set(SetKind::HashIp, format!("node {}", node.name), SetDef::Fixed, [Member::Ip(ip)]);
         let name = node.name.clone();
-        let pods = b.pod_set(format!("pods on node {name}"), |p| p.node.as_deref() == Some(name.as_str()));
+        let pods =
+            b.set(SetKind::HashIp, format!("pods on node {name}"), SetDef::PodsOnNode(name.clone()), []);
         b.ir.accept.push(Rule {
             comment: format!("node {name} reaches its own pods"),
             src_set: Some(node_set),

@@ -15,6 +15,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use crate::model::Protocol;
+use crate::selector::Selector;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum SetKind {
@@ -33,6 +34,33 @@ pub enum Member {
     IpPort { ip: IpAddr, protocol: Protocol, port: u16 },
 }
 
+/// Where a set's members come from; pod events are compiled by asking each definition what
+/// the pod contributes (`SetDef::member`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetDef {
+    /// Pods of one namespace matching a selector (policy targets; peers without namespaceSelector).
+    PodsIn {
+        namespace: String,
+        pods: Selector,
+    },
+    /// Pods matching a selector in namespaces matching a selector.
+    PodsWhere {
+        namespaces: Selector,
+        pods: Selector,
+    },
+    PodsOnNode(String),
+    NamedPort {
+        name: String,
+        protocol: Protocol,
+    },
+    /// Pods some policy isolates (for ingress, or egress).
+    Isolated {
+        ingress: bool,
+    },
+    /// Not derived from pods: node addresses, ipBlocks.
+    Fixed,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IpSet {
     /// Kernel name: `azn-` + kind letter + 12 hex digits of a hash of `key` (17 characters,
@@ -41,6 +69,7 @@ pub struct IpSet {
     pub kind: SetKind,
     /// What the set stands for, e.g. `pods ns{ns=y} pod{pod=b}`; also the rule comments' words.
     pub key: String,
+    pub def: SetDef,
     pub members: BTreeSet<Member>,
 }
 

@@ -2,7 +2,7 @@
 
 use crate::model::Labels;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Op {
     In(Vec<String>),
     NotIn(Vec<String>),
@@ -10,7 +10,7 @@ pub enum Op {
     DoesNotExist,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Requirement {
     pub key: String,
     pub op: Op,
@@ -54,6 +54,26 @@ impl Selector {
     pub fn is_empty(&self) -> bool {
         self.requirements.is_empty()
     }
+
+    /// The same selector in one canonical form (values and requirements sorted, repeats
+    /// dropped), so equal selectors compare equal and name the same set.
+    pub fn canonical(&self) -> Selector {
+        let mut requirements: Vec<Requirement> = self
+            .requirements
+            .iter()
+            .map(|r| {
+                let op = match &r.op {
+                    Op::In(v) => Op::In(sorted_values(v)),
+                    Op::NotIn(v) => Op::NotIn(sorted_values(v)),
+                    other => other.clone(),
+                };
+                Requirement { key: r.key.clone(), op }
+            })
+            .collect();
+        requirements.sort();
+        requirements.dedup();
+        Selector { requirements }
+    }
 }
 
 impl std::fmt::Display for Selector {
@@ -77,10 +97,14 @@ impl std::fmt::Display for Selector {
 }
 
 fn sorted(values: &[String]) -> String {
+    sorted_values(values).join(",")
+}
+
+fn sorted_values(values: &[String]) -> Vec<String> {
     let mut v = values.to_vec();
     v.sort();
     v.dedup();
-    v.join(",")
+    v
 }
 
 #[cfg(test)]

@@ -1,0 +1,228 @@
+//! Incremental compilation: each event yields a `Delta` (sets created/destroyed, members
+//! added/removed, chains rewritten) that turns the previous IR into the full compile of the
+//! new cluster. Pod events — the frequent ones — touch set members only (rules never depend
+//! on pods); namespace, policy and node events recompile and diff.
+//!
+//! A delta is applied in kernel-safe order: create sets, add members, rewrite chains, remove
+//! members, destroy sets (never a set a rule still references).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+
+use crate::compile::compile;
+use crate::ir::{IpSet, Ir, Member, Rule};
+use crate::model::{Cluster, Namespace, NetworkPolicy, Node, Pod};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delta {
+    /// New sets, empty; their members are in `added`.
+    pub created: Vec<IpSet>,
+    pub added: BTreeMap<String, BTreeSet<Member>>,
+    /// New content of the three chains, when any rule changed.
+    pub chains: Option<[Vec<Rule>; 3]>,
+    pub removed: BTreeMap<String, BTreeSet<Member>>,
+    pub destroyed: Vec<String>,
+}
+
+impl Delta {
+    pub fn is_empty(&self) -> bool {
+        self.created.is_empty()
+            && self.added.is_empty()
+            && self.chains.is_none()
+            && self.removed.is_empty()
+            && self.destroyed.is_empty()
+    }
+
+    pub fn apply(&self, ir: &mut Ir) {
+        for set in &self.created {
+            ir.sets.insert(set.name.clone(), set.clone());
+        }
+        for (name, members) in &self.added {
+            if let Some(set) = ir.sets.get_mut(name) {
+                set.members.extend(members.iter().cloned());
+            }
+        }
+        if let Some([accept, egress, ingress]) = &self.chains {
+            (ir.accept, ir.egress, ir.ingress) = (accept.clone(), egress.clone(), ingress.clone());
+        }
+        for (name, members) in &self.removed {
+            if let Some(set) = ir.sets.get_mut(name) {
+                set.members.retain(|m| !members.contains(m));
+            }
+        }
+        for name in &self.destroyed {
+            ir.sets.remove(name);
+        }
+    }
+}
+
+/// The delta from `old` to `new`.
+pub fn diff(old: &Ir, new: &Ir) -> Delta {
+    let mut d = Delta::default();
+    for (name, set) in &new.sets {
+        let before = old.sets.get(name);
+        if before.is_none() {
+            d.created.push(IpSet { members: BTreeSet::new(), ..set.clone() });
+        }
+        let empty = BTreeSet::new();
+        let before_members = before.map_or(&empty, |s| &s.members);
+        let added: BTreeSet<Member> = set.members.difference(before_members).cloned().collect();
+        let removed: BTreeSet<Member> = before_members.difference(&set.members).cloned().collect();
+        if !added.is_empty() {
+            d.added.insert(name.clone(), added);
+        }
+        if !removed.is_empty() {
+            d.removed.insert(name.clone(), removed);
+        }
+    }
+    d.destroyed = old.sets.keys().filter(|n| !new.sets.contains_key(*n)).cloned().collect();
+    if (&old.accept, &old.egress, &old.ingress) != (&new.accept, &new.egress, &new.ingress) {
+        d.chains = Some([new.accept.clone(), new.egress.clone(), new.ingress.clone()]);
+    }
+    d
+}
+
+#[derive(Debug, Clone)]
+pub enum Event {
+    UpsertPod(Pod),
+    DeletePod { namespace: String, name: String },
+    UpsertNamespace(Namespace),
+    DeleteNamespace(String),
+    UpsertPolicy(NetworkPolicy),
+    DeletePolicy { namespace: String, name: String },
+    UpsertNode(Node),
+    DeleteNode(String),
+}
+
+/// Holds the cluster and its compiled IR, and keeps them in step event by event.
+pub struct Compiler {
+    cluster: Cluster,
+    ir: Ir,
+    /// Pod key → index in `cluster.pods`.
+    index: HashMap<String, usize>,
+    /// How many pods hold each address (addresses can be reused; a member stays while any
+    /// holder still contributes it).
+    holders: HashMap<IpAddr, usize>,
+}
+
+impl Compiler {
+    pub fn new(cluster: Cluster) -> Compiler {
+        let ir = compile(&cluster);
+        let mut c = Compiler { cluster, ir, index: HashMap::new(), holders: HashMap::new() };
+        c.reindex();
+        c
+    }
+
+    pub fn ir(&self) -> &Ir {
+        &self.ir
+    }
+
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    fn reindex(&mut self) {
+        self.index = self.cluster.pods.iter().enumerate().map(|(i, p)| (p.key(), i)).collect();
+        self.holders.clear();
+        for ip in self.cluster.pods.iter().filter_map(|p| p.ip) {
+            *self.holders.entry(ip).or_default() += 1;
+        }
+    }
+
+    fn take_pod(&mut self, key: &str) -> Option<Pod> {
+        let i = self.index.remove(key)?;
+        let pod = self.cluster.pods.swap_remove(i);
+        if let Some(moved) = self.cluster.pods.get(i) {
+            self.index.insert(moved.key(), i);
+        }
+        if let Some(ip) = pod.ip {
+            let n = self.holders.entry(ip).or_default();
+            *n = n.saturating_sub(1);
+        }
+        Some(pod)
+    }
+
+    pub fn apply(&mut self, event: Event) -> Delta {
+        match event {
+            Event::UpsertPod(pod) => {
+                let old = self.take_pod(&pod.key());
+                if let Some(ip) = pod.ip {
+                    *self.holders.entry(ip).or_default() += 1;
+                }
+                self.index.insert(pod.key(), self.cluster.pods.len());
+                self.cluster.pods.push(pod.clone());
+                self.pod_delta(old.as_ref(), Some(&pod))
+            }
+            Event::DeletePod { namespace, name } => {
+                let old = self.take_pod(&format!("{namespace}/{name}"));
+                self.pod_delta(old.as_ref(), None)
+            }
+            other => {
+                self.mutate(other);
+                let new = compile(&self.cluster);
+                let delta = diff(&self.ir, &new);
+                self.ir = new;
+                delta
+            }
+        }
+    }
+
+    fn mutate(&mut self, event: Event) {
+        let c = &mut self.cluster;
+        match event {
+            Event::UpsertNamespace(ns) => {
+                c.namespaces.insert(ns.name.clone(), ns);
+            }
+            Event::DeleteNamespace(name) => {
+                c.namespaces.remove(&name);
+            }
+            Event::UpsertPolicy(p) => {
+                c.policies.retain(|q| q.key() != p.key());
+                c.policies.push(p);
+            }
+            Event::DeletePolicy { namespace, name } => {
+                c.policies.retain(|p| p.namespace != namespace || p.name != name)
+            }
+            Event::UpsertNode(n) => {
+                c.nodes.retain(|m| m.name != n.name);
+                c.nodes.push(n);
+            }
+            Event::DeleteNode(name) => c.nodes.retain(|n| n.name != name),
+            Event::UpsertPod(_) | Event::DeletePod { .. } => unreachable!("pod events are incremental"),
+        }
+    }
+
+    /// Set members a pod's change adds and removes; the IR is updated in place.
+    fn pod_delta(&mut self, old: Option<&Pod>, new: Option<&Pod>) -> Delta {
+        let mut d = Delta::default();
+        let cluster = &self.cluster;
+        for (name, set) in self.ir.sets.iter_mut() {
+            let before = old.and_then(|p| set.def.member(cluster, p));
+            let after = new.and_then(|p| set.def.member(cluster, p));
+            if before == after {
+                continue;
+            }
+            if let Some(m) = after {
+                if set.members.insert(m.clone()) {
+                    d.added.entry(name.clone()).or_default().insert(m);
+                }
+            }
+            if let Some(m) = before {
+                // Another pod with the same address may still put the same member here.
+                let ip = match &m {
+                    Member::Ip(ip) | Member::IpPort { ip, .. } => *ip,
+                    Member::Net { .. } => continue,
+                };
+                let shared = self.holders.get(&ip).copied().unwrap_or(0) > 0
+                    && cluster
+                        .pods
+                        .iter()
+                        .any(|p| p.ip == Some(ip) && set.def.member(cluster, p).as_ref() == Some(&m));
+                if !shared && set.members.remove(&m) {
+                    d.removed.entry(name.clone()).or_default().insert(m);
+                }
+            }
+        }
+        d
+    }
+}
