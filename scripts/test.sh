@@ -16,3 +16,4 @@ scripts/fuzz-smoke.sh
 cargo build --quiet --locked -p bench
 target/debug/ipam-bench --calls 20 --workers 4
 target/debug/vnet-bench --pods 10 --workers 4
+target/debug/policy-bench --small

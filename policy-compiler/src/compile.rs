@@ -1,6 +1,8 @@
 //! Full compilation: a cluster to the IR. Rule count depends on policies (peers × ports per
 //! rule), never on pod count: pods only ever appear as set members.
 
+use std::collections::HashMap;
+
 use crate::ir::{set_name, Action, IpSet, Ir, Member, Rule, SetDef, SetKind};
 use crate::model::{Cluster, NetworkPolicy, Peer, Pod, PortRef, PortSpec, Protocol};
 use crate::selector::Selector;
@@ -14,6 +16,10 @@ type PortMatch = (Option<Protocol>, Option<(u16, u16)>, Option<String>);
 struct Builder<'a> {
     cluster: &'a Cluster,
     ir: Ir,
+    /// Pods by namespace and by node: a set's candidates, so a full compile costs about
+    /// (pods in the relevant namespaces) per set instead of (all pods) per set.
+    by_ns: HashMap<&'a str, Vec<&'a Pod>>,
+    by_node: HashMap<&'a str, Vec<&'a Pod>>,
 }
 
 impl SetDef {
@@ -43,7 +49,7 @@ impl SetDef {
     }
 }
 
-impl Builder<'_> {
+impl<'a> Builder<'a> {
     /// The set named after `key`, created on first use with `fixed` members plus whatever
     /// the cluster's pods contribute under `def`.
     fn set(
@@ -57,10 +63,30 @@ impl Builder<'_> {
         if !self.ir.sets.contains_key(&name) {
             let cluster = self.cluster;
             let mut members: std::collections::BTreeSet<Member> = fixed.into_iter().collect();
-            members.extend(cluster.pods.iter().filter_map(|p| def.member(cluster, p)));
+            members.extend(self.candidates(&def).into_iter().filter_map(|p| def.member(cluster, p)));
             self.ir.sets.insert(name.clone(), IpSet { name: name.clone(), kind, key, def, members });
         }
         name
+    }
+
+    /// The pods that could belong to a set so defined (`SetDef::member` decides).
+    fn candidates(&self, def: &SetDef) -> Vec<&'a Pod> {
+        let in_ns = |ns: &str| self.by_ns.get(ns).map(|v| v.as_slice()).unwrap_or_default().to_vec();
+        match def {
+            SetDef::PodsIn { namespace, .. } => in_ns(namespace),
+            SetDef::PodsWhere { namespaces, .. } => self
+                .cluster
+                .namespaces
+                .values()
+                .filter(|n| namespaces.matches(&n.labels))
+                .flat_map(|n| in_ns(&n.name))
+                .collect(),
+            SetDef::PodsOnNode(node) => self.by_node.get(node.as_str()).cloned().unwrap_or_default(),
+            // Filled from the targets sets as policies are compiled.
+            SetDef::Isolated { .. } => Vec::new(),
+            SetDef::NamedPort { .. } => self.cluster.pods.iter().collect(),
+            SetDef::Fixed => Vec::new(),
+        }
     }
 
     fn pods_in(&mut self, namespace: &str, pods: Selector) -> String {
@@ -129,7 +155,13 @@ impl Builder<'_> {
             if !isolates {
                 continue;
             }
-            self.set(SetKind::HashIp, isolated.to_string(), SetDef::Isolated { ingress }, []);
+            // The union of the isolating policies' targets (what `SetDef::Isolated` means; pod
+            // events ask the definition, this avoids asking it for every pod of a big cluster).
+            let members = self.ir.sets[&targets].members.clone();
+            let name = self.set(SetKind::HashIp, isolated.to_string(), SetDef::Isolated { ingress }, []);
+            if let Some(set) = self.ir.sets.get_mut(&name) {
+                set.members.extend(members);
+            }
             let direction = if ingress { "ingress" } else { "egress" };
             for (i, rule) in rules.iter().enumerate() {
                 let comment = format!("{} {direction}[{i}]", p.key());
@@ -170,7 +202,15 @@ impl Builder<'_> {
 
 /// Compiles the whole cluster.
 pub fn compile(cluster: &Cluster) -> Ir {
-    let mut b = Builder { cluster, ir: Ir::default() };
+    let mut by_ns: HashMap<&str, Vec<&Pod>> = HashMap::new();
+    let mut by_node: HashMap<&str, Vec<&Pod>> = HashMap::new();
+    for p in &cluster.pods {
+        by_ns.entry(p.namespace.as_str()).or_default().push(p);
+        if let Some(n) = &p.node {
+            by_node.entry(n.as_str()).or_default().push(p);
+        }
+    }
+    let mut b = Builder { cluster, ir: Ir::default(), by_ns, by_node };
     for node in &cluster.nodes {
         let Some(ip) = node.internal_ip else { continue };
         let node_set = b.set(SetKind::HashIp, format!("node {}", node.name), SetDef::Fixed, [Member::Ip(ip)]);

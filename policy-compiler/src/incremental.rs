@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use crate::compile::compile;
-use crate::ir::{IpSet, Ir, Member, Rule};
+use crate::ir::{IpSet, Ir, Member, Rule, SetDef};
 use crate::model::{Cluster, Namespace, NetworkPolicy, Node, Pod};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -103,13 +103,25 @@ pub struct Compiler {
     /// How many pods hold each address (addresses can be reused; a member stays while any
     /// holder still contributes it).
     holders: HashMap<IpAddr, usize>,
+    /// Sets a pod of a namespace can belong to: that namespace's `PodsIn` sets, plus every
+    /// set of another kind. Rebuilt on each recompile.
+    sets_of_ns: HashMap<String, Vec<String>>,
+    sets_any_ns: Vec<String>,
 }
 
 impl Compiler {
     pub fn new(cluster: Cluster) -> Compiler {
         let ir = compile(&cluster);
-        let mut c = Compiler { cluster, ir, index: HashMap::new(), holders: HashMap::new() };
+        let mut c = Compiler {
+            cluster,
+            ir,
+            index: HashMap::new(),
+            holders: HashMap::new(),
+            sets_of_ns: HashMap::new(),
+            sets_any_ns: Vec::new(),
+        };
         c.reindex();
+        c.index_sets();
         c
     }
 
@@ -126,6 +138,20 @@ impl Compiler {
         self.holders.clear();
         for ip in self.cluster.pods.iter().filter_map(|p| p.ip) {
             *self.holders.entry(ip).or_default() += 1;
+        }
+    }
+
+    fn index_sets(&mut self) {
+        self.sets_of_ns.clear();
+        self.sets_any_ns.clear();
+        for (name, set) in &self.ir.sets {
+            match &set.def {
+                SetDef::PodsIn { namespace, .. } => {
+                    self.sets_of_ns.entry(namespace.clone()).or_default().push(name.clone())
+                }
+                SetDef::Fixed => {}
+                _ => self.sets_any_ns.push(name.clone()),
+            }
         }
     }
 
@@ -162,6 +188,7 @@ impl Compiler {
                 let new = compile(&self.cluster);
                 let delta = diff(&self.ir, &new);
                 self.ir = new;
+                self.index_sets();
                 delta
             }
         }
@@ -196,7 +223,14 @@ impl Compiler {
     fn pod_delta(&mut self, old: Option<&Pod>, new: Option<&Pod>) -> Delta {
         let mut d = Delta::default();
         let cluster = &self.cluster;
-        for (name, set) in self.ir.sets.iter_mut() {
+        let mut names: Vec<&String> = self.sets_any_ns.iter().collect();
+        for p in old.iter().chain(new.iter()) {
+            names.extend(self.sets_of_ns.get(&p.namespace).into_iter().flatten());
+        }
+        names.sort();
+        names.dedup();
+        for name in names {
+            let Some(set) = self.ir.sets.get_mut(name) else { continue };
             let before = old.and_then(|p| set.def.member(cluster, p));
             let after = new.and_then(|p| set.def.member(cluster, p));
             if before == after {
