@@ -176,3 +176,27 @@ pub fn explanation_text(e: &Explanation) -> String {
     }
     out
 }
+
+/// The compiled rules for one target, as text; notes about what could not be rendered go to stderr.
+pub fn render(cluster: &Cluster, target: &str, node: Option<&str>) -> Result<String> {
+    let ir = compile(cluster);
+    Ok(match target {
+        "ipset" => {
+            let mut notes = policy_compiler::render::Notes::default();
+            let text = policy_compiler::render::ipset_restore(&ir, &mut notes);
+            for n in notes.0 {
+                eprintln!("azure-npm: {n}");
+            }
+            text
+        }
+        "iptables" => policy_compiler::render::iptables_restore(&ir),
+        "hns" => {
+            let rendered = policy_compiler::hns::render(&ir, cluster, node);
+            for u in &rendered.unsupported {
+                eprintln!("azure-npm: not expressible on Windows: {u}");
+            }
+            serde_json::to_string_pretty(&rendered)? + "\n"
+        }
+        other => bail!("unknown target {other}"),
+    })
+}

@@ -61,8 +61,25 @@ impl From<ProtocolArg> for Protocol {
     }
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum Target {
+    Ipset,
+    Iptables,
+    Hns,
+}
+
 #[derive(Subcommand)]
 enum DebugCommand {
+    /// What the compiler would program: ipset restore text, iptables-restore text, or HNS ACLs (JSON)
+    Render {
+        #[arg(long)]
+        objects: PathBuf,
+        #[arg(long, value_enum)]
+        target: Target,
+        /// Only this node's pods (HNS endpoints); default: every pod
+        #[arg(long)]
+        node: Option<String>,
+    },
     /// Every ordered pair of endpoints (pods, --external addresses, node InternalIPs as sources)
     Reachability {
         /// Multi-document Kubernetes YAML: Namespaces, Pods, Nodes, NetworkPolicies
@@ -100,10 +117,22 @@ enum DebugCommand {
     },
 }
 
+fn target_name(t: Target) -> &'static str {
+    match t {
+        Target::Ipset => "ipset",
+        Target::Iptables => "iptables",
+        Target::Hns => "hns",
+    }
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Debug { what } => match what {
+            DebugCommand::Render { objects, target, node } => {
+                let cluster = debug::load(&objects)?;
+                print!("{}", debug::render(&cluster, target_name(target), node.as_deref())?);
+            }
             DebugCommand::Reachability { objects, protocol, port, externals, engine, output } => {
                 let cluster = debug::load(&objects)?;
                 let engine = match engine {

@@ -147,3 +147,18 @@ fn bad_arguments_fail_with_a_message() {
     ]);
     assert!(!ok && err.contains("ICMP"), "{err}");
 }
+
+#[test]
+fn render_prints_each_target() {
+    let o = case("10-sctp-only");
+    let o = o.to_str().unwrap();
+    let (ok, out, _) = run(&["debug", "render", "--objects", o, "--target", "iptables"]);
+    assert!(ok && out.starts_with("*filter") && out.contains("-p sctp"), "{out}");
+    let (ok, out, _) = run(&["debug", "render", "--objects", o, "--target", "ipset"]);
+    assert!(ok && out.contains("create azn-"), "{out}");
+    let (ok, out, err) = run(&["debug", "render", "--objects", o, "--target", "hns", "--node", "node-1"]);
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["endpoints"].as_array().unwrap().len(), 9);
+    assert!(err.contains("SCTP"), "the unsupported SCTP rule is reported: {err}");
+}

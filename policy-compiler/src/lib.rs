@@ -13,6 +13,7 @@
 pub mod compile;
 pub mod compiled;
 pub mod convert;
+pub mod hns;
 pub mod incremental;
 pub mod ir;
 pub mod model;

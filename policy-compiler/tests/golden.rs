@@ -1,10 +1,12 @@
-//! Golden files: the ipset and iptables-restore text of some conformance cases. Refresh with
+//! Golden files: the ipset and iptables-restore text, and the Windows HNS ACLs, of some
+//! conformance cases. Refresh with
 //! `UPDATE_GOLDEN=1 cargo test -p policy-compiler --test golden` after an intended change,
 //! then review the diff; never edit them by hand.
 
 use std::path::PathBuf;
 
 use policy_compiler::compile::compile;
+use policy_compiler::hns;
 use policy_compiler::render::{ipset_restore, iptables_restore, Notes};
 use policy_compiler::snapshot::Snapshot;
 
@@ -38,7 +40,10 @@ fn rendered_rules_and_sets_match_the_golden_files() {
     let mut failures = Vec::new();
     for case in CASES {
         let text = std::fs::read_to_string(root().join("policy").join(format!("{case}.yaml"))).unwrap();
-        let ir = compile(&Snapshot::from_yaml(&text).unwrap().cluster);
+        let cluster = Snapshot::from_yaml(&text).unwrap().cluster;
+        let ir = compile(&cluster);
+        let windows = serde_json::to_string_pretty(&hns::render(&ir, &cluster, None)).unwrap() + "\n";
+        check(root().join("golden").join(format!("{case}.hns.json")), &windows, &mut failures);
         let mut notes = Notes::default();
         check(
             root().join("golden").join(format!("{case}.ipset")),
