@@ -54,6 +54,21 @@ fn expectations(text: &str) -> Expectations {
     panic!("no Expectations document");
 }
 
+struct Case {
+    name: String,
+    text: String,
+    snap: Snapshot,
+    exp: Expectations,
+}
+
+fn load(file: &std::path::Path) -> Case {
+    let text = std::fs::read_to_string(file).unwrap();
+    let snap = Snapshot::from_yaml(&text).unwrap();
+    let exp = expectations(&text);
+    let name = file.file_name().unwrap().to_string_lossy().into_owned();
+    Case { name, text, snap, exp }
+}
+
 fn cases() -> Vec<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/policy");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
@@ -82,10 +97,7 @@ fn the_compiled_engine_passes_every_conformance_case() {
 fn the_hns_rendering_passes_every_conformance_case_but_sctp() {
     let mut failures = Vec::new();
     for file in cases() {
-        let text = std::fs::read_to_string(&file).unwrap();
-        let snap = Snapshot::from_yaml(&text).unwrap();
-        let exp = expectations(&text);
-        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        let Case { name, text, snap, exp } = load(&file);
         let rendered = hns::render(&compile(&snap.cluster), &snap.cluster, None);
         let (sources, destinations) = endpoints(&snap.cluster, &exp.externals);
         for check in exp.checks.iter().filter(|c| c.protocol != "SCTP") {
@@ -127,10 +139,7 @@ fn the_hns_rendering_passes_every_conformance_case_but_sctp() {
 fn run_cases(engine: Engine) {
     let mut failures = Vec::new();
     for file in cases() {
-        let text = std::fs::read_to_string(&file).unwrap();
-        let snap = Snapshot::from_yaml(&text).unwrap();
-        let exp = expectations(&text);
-        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        let Case { name, snap, exp, .. } = load(&file);
         if snap.refused.len() != exp.refused {
             failures.push(format!("{name}: refused {:?}, expected {} refusals", snap.refused, exp.refused));
         }
