@@ -124,3 +124,48 @@ pub fn iptables_restore(ir: &Ir) -> String {
     }
     out + "COMMIT\n"
 }
+
+/// A delta as the three `ipset restore` scripts it needs, in the order they must run around
+/// the chain rewrite: before (create sets, add members), after (remove members), and the sets
+/// to destroy last (each on its own, since the kernel refuses to destroy a set still in use).
+/// Removing a `nomatch` member names it without the keyword (ipset refuses it otherwise).
+pub fn ipset_delta(delta: &crate::incremental::Delta, notes: &mut Notes) -> (String, String, Vec<String>) {
+    let mut before = String::new();
+    for set in &delta.created {
+        let _ = writeln!(before, "create {} {} family inet -exist", set.name, kind_text(set.kind));
+    }
+    for (name, members) in &delta.added {
+        for m in members {
+            match member_text(m) {
+                Some(text) => {
+                    let _ = writeln!(before, "add {name} {text} -exist");
+                }
+                None => notes.0.push(format!("{name}: IPv6 member {m:?} not rendered")),
+            }
+        }
+    }
+    let mut after = String::new();
+    for (name, members) in &delta.removed {
+        for m in members {
+            let text = match m {
+                Member::Net { net, .. } if net.addr().is_ipv4() => Some(net.to_string()),
+                other => member_text(other),
+            };
+            if let Some(text) = text {
+                let _ = writeln!(after, "del {name} {text} -exist");
+            }
+        }
+    }
+    (before, after, delta.destroyed.clone())
+}
+
+/// The agent's chains for these rules (accept, egress, ingress), as `iptables-restore` input.
+pub fn iptables_chains(chains: &[Vec<Rule>; 3]) -> String {
+    let ir = Ir {
+        accept: chains[0].clone(),
+        egress: chains[1].clone(),
+        ingress: chains[2].clone(),
+        ..Ir::default()
+    };
+    iptables_restore(&ir)
+}

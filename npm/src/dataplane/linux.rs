@@ -1,0 +1,226 @@
+//! The Linux dataplane: each delta is at most one `ipset -exist restore` before and one after a
+//! single atomic `iptables-restore --noflush` of the agent's chains; sets are destroyed last,
+//! one by one, and a set the kernel still holds is left for the next round rather than failing
+//! the batch. The entry chain is jumped to from FORWARD (bridged pod traffic passes it when
+//! br_netfilter is on) and OUTPUT (traffic from the node itself).
+
+use policy_compiler::incremental::Delta;
+use policy_compiler::render::{self, Notes, ENTRY_CHAIN};
+
+use super::exec::Exec;
+use super::Dataplane;
+use crate::error::{Error, Result};
+
+const HOOKS: [&str; 2] = ["FORWARD", "OUTPUT"];
+
+pub struct Linux {
+    exec: Box<dyn Exec>,
+    /// `nf_tables` or `legacy`, from `iptables --version`.
+    pub backend: String,
+    /// Sets the kernel refused to destroy (still referenced); retried on the next apply.
+    pub pending_destroy: Vec<String>,
+}
+
+impl Linux {
+    /// Detects the iptables backend; refuses to start when it cannot tell.
+    pub fn new(exec: Box<dyn Exec>) -> Result<Linux> {
+        let version = exec.run("iptables", &["--version"], "")?;
+        let backend = if version.contains("nf_tables") {
+            "nf_tables"
+        } else if version.contains("legacy") {
+            "legacy"
+        } else {
+            return Err(Error::UnknownBackend(version.trim().to_string()));
+        };
+        Ok(Linux { exec, backend: backend.to_string(), pending_destroy: Vec::new() })
+    }
+
+    fn ipset_restore(&self, script: &str) -> Result<()> {
+        if script.is_empty() {
+            return Ok(());
+        }
+        self.exec.run("ipset", &["-exist", "restore"], script).map(|_| ())
+    }
+
+    /// Adds the jumps into the entry chain where they are missing (first position).
+    fn ensure_jumps(&self) -> Result<()> {
+        let save = self.exec.run("iptables-save", &["-t", "filter"], "")?;
+        let mut script = String::from("*filter\n");
+        for hook in HOOKS {
+            let jump = format!("-A {hook} -j {ENTRY_CHAIN}");
+            if !save.lines().any(|l| l.trim() == jump) {
+                script += &format!("-I {hook} 1 -j {ENTRY_CHAIN}\n");
+            }
+        }
+        if script.len() > "*filter\n".len() {
+            self.exec.run("iptables-restore", &["-w", "10", "--noflush"], &(script + "COMMIT\n"))?;
+        }
+        Ok(())
+    }
+
+    fn destroy(&mut self, names: Vec<String>) {
+        let mut keep = Vec::new();
+        for name in names {
+            if let Err(e) = self.exec.run("ipset", &["destroy", &name], "") {
+                match &e {
+                    Error::Failed { stderr, .. } if stderr.contains("does not exist") => {}
+                    _ => keep.push(name),
+                }
+            }
+        }
+        self.pending_destroy = keep;
+    }
+}
+
+impl Dataplane for Linux {
+    fn apply(&mut self, delta: &Delta) -> Result<()> {
+        let mut notes = Notes::default();
+        let (before, after, destroy) = render::ipset_delta(delta, &mut notes);
+        self.ipset_restore(&before)?;
+        if let Some(chains) = &delta.chains {
+            self.exec.run(
+                "iptables-restore",
+                &["-w", "10", "--noflush"],
+                &render::iptables_chains(chains),
+            )?;
+            self.ensure_jumps()?;
+        }
+        self.ipset_restore(&after)?;
+        let mut names = std::mem::take(&mut self.pending_destroy);
+        names.extend(destroy);
+        self.destroy(names);
+        Ok(())
+    }
+
+    fn cleanup(&mut self) -> Result<()> {
+        let save = self.exec.run("iptables-save", &["-t", "filter"], "")?;
+        let mut script = String::from("*filter\n");
+        for hook in HOOKS {
+            let jump = format!("-A {hook} -j {ENTRY_CHAIN}");
+            for _ in save.lines().filter(|l| l.trim() == jump) {
+                script += &format!("-D {hook} -j {ENTRY_CHAIN}\n");
+            }
+        }
+        let ours: Vec<&str> = save
+            .lines()
+            .filter_map(|l| l.strip_prefix(':'))
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|c| *c == ENTRY_CHAIN || c.starts_with("AZURE-NPM-"))
+            .collect();
+        for chain in &ours {
+            script += &format!("-F {chain}\n");
+        }
+        for chain in &ours {
+            script += &format!("-X {chain}\n");
+        }
+        self.exec.run("iptables-restore", &["-w", "10", "--noflush"], &(script + "COMMIT\n"))?;
+        let sets = self.exec.run("ipset", &["list", "-n"], "")?;
+        let names: Vec<String> = sets.lines().filter(|n| n.starts_with("azn-")).map(str::to_string).collect();
+        self.destroy(names);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    /// Records every call and answers from a script.
+    #[derive(Clone, Default)]
+    struct Fake {
+        calls: Rc<RefCell<Vec<(String, String)>>>,
+        version: &'static str,
+        in_use: &'static str,
+    }
+
+    impl Exec for Fake {
+        fn run(&self, program: &str, args: &[&str], stdin: &str) -> Result<String> {
+            let line = format!("{program} {}", args.join(" "));
+            self.calls.borrow_mut().push((line.clone(), stdin.to_string()));
+            match (program, args) {
+                ("iptables", ["--version"]) => Ok(self.version.to_string()),
+                ("iptables-save", _) => Ok("*filter\n:FORWARD ACCEPT [0:0]\nCOMMIT\n".into()),
+                ("ipset", ["destroy", name]) if *name == self.in_use => Err(Error::Failed {
+                    program: "ipset".into(),
+                    stderr: "Set cannot be destroyed: it is in use".into(),
+                }),
+                _ => Ok(String::new()),
+            }
+        }
+    }
+
+    fn linux(fake: &Fake) -> Linux {
+        Linux::new(Box::new(fake.clone())).unwrap()
+    }
+
+    #[test]
+    fn the_backend_is_detected_or_refused() {
+        let nft = Fake { version: "iptables v1.8.9 (nf_tables)", ..Fake::default() };
+        assert_eq!(linux(&nft).backend, "nf_tables");
+        let weird = Fake { version: "iptables v9", ..Fake::default() };
+        assert!(matches!(Linux::new(Box::new(weird)), Err(Error::UnknownBackend(_))));
+    }
+
+    #[test]
+    fn a_delta_runs_create_chains_remove_destroy_in_that_order() {
+        use policy_compiler::compile::compile;
+        use policy_compiler::incremental::diff;
+        use policy_compiler::snapshot::Snapshot;
+        let yaml = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../testdata/policy/07-ipblock-except.yaml"
+        ))
+        .unwrap();
+        let ir = compile(&Snapshot::from_yaml(&yaml).unwrap().cluster);
+        let fake = Fake { version: "iptables v1.8.9 (legacy)", in_use: "", ..Fake::default() };
+        let mut dp = linux(&fake);
+        dp.apply(&diff(&Default::default(), &ir)).unwrap();
+        let calls = fake.calls.borrow().clone();
+        let programs: Vec<&str> = calls.iter().map(|(l, _)| l.as_str()).collect();
+        assert_eq!(
+            programs,
+            [
+                "iptables --version",
+                "ipset -exist restore",
+                "iptables-restore -w 10 --noflush",
+                "iptables-save -t filter",
+                "iptables-restore -w 10 --noflush"
+            ]
+        );
+        assert!(calls[1].1.contains("nomatch"), "creates and adds come first");
+        assert!(
+            calls[4].1.contains("-I FORWARD 1 -j AZURE-NPM")
+                && calls[4].1.contains("-I OUTPUT 1 -j AZURE-NPM")
+        );
+
+        // Back to nothing: the rules go before the sets they reference.
+        fake.calls.borrow_mut().clear();
+        dp.apply(&diff(&ir, &Default::default())).unwrap();
+        let calls = fake.calls.borrow().clone();
+        let first_destroy = calls.iter().position(|(l, _)| l.starts_with("ipset destroy")).unwrap();
+        let chains = calls.iter().position(|(l, _)| l.starts_with("iptables-restore")).unwrap();
+        assert!(chains < first_destroy);
+    }
+
+    #[test]
+    fn a_nomatch_member_is_removed_without_the_keyword() {
+        let fake = Fake { version: "iptables v1.8.9 (nf_tables)", ..Fake::default() };
+        let mut dp = linux(&fake);
+        let member = policy_compiler::ir::Member::Net { net: "10.0.2.0/24".parse().unwrap(), nomatch: true };
+        let delta = Delta { removed: [("azn-n1".to_string(), [member].into())].into(), ..Delta::default() };
+        dp.apply(&delta).unwrap();
+        let calls = fake.calls.borrow();
+        assert_eq!(calls.last().unwrap().1, "del azn-n1 10.0.2.0/24 -exist\n");
+    }
+
+    #[test]
+    fn a_set_still_in_use_is_kept_for_the_next_round() {
+        let fake = Fake { version: "iptables v1.8.9 (nf_tables)", in_use: "azn-busy", ..Fake::default() };
+        let mut dp = linux(&fake);
+        let delta = Delta { destroyed: vec!["azn-busy".into(), "azn-free".into()], ..Delta::default() };
+        dp.apply(&delta).unwrap();
+        assert_eq!(dp.pending_destroy, ["azn-busy"]);
+    }
+}

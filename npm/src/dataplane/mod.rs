@@ -1,0 +1,16 @@
+//! The seam between the agent and the kernel: the agent hands compiler deltas to a dataplane.
+//! Linux (ipset + iptables restore files) is here; a recording fake backs the unit tests.
+
+pub mod exec;
+pub mod linux;
+
+use policy_compiler::incremental::Delta;
+
+use crate::error::Result;
+
+pub trait Dataplane {
+    /// Applies a delta atomically per step (create/add, chains, remove, destroy).
+    fn apply(&mut self, delta: &Delta) -> Result<()>;
+    /// Removes everything the agent owns.
+    fn cleanup(&mut self) -> Result<()>;
+}
