@@ -8,6 +8,8 @@ pub enum Error {
     Failed { program: String, stderr: String },
     #[error("cannot tell the iptables backend from {0:?}; refusing to guess")]
     UnknownBackend(String),
+    #[error("reading the cluster: {0}")]
+    Source(String),
 }
 
 impl Error {
@@ -17,6 +19,7 @@ impl Error {
             Error::Exec { .. } => "exec",
             Error::Failed { .. } => "command_failed",
             Error::UnknownBackend(_) => "backend",
+            Error::Source(_) => "source",
         }
     }
 }

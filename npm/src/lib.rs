@@ -3,9 +3,12 @@
 //! ```text
 //! YAML snapshot ──policy_compiler::snapshot──▶ Cluster ──▶ debug::{reachability, explain, render}
 //! compiler deltas ──▶ dataplane::Dataplane (linux: ipset restore + iptables-restore)
-//! (coming: kube / dir: sources, the sync loop, metrics)
+//! dir: source ──▶ agent (compile, diff, apply) ──▶ dataplane
+//! (coming: kube source, node view, metrics, drift repair)
 //! ```
 
+pub mod agent;
 pub mod dataplane;
 pub mod debug;
 pub mod error;
+pub mod source;

@@ -5,7 +5,12 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
+use npm::agent::Agent;
+use npm::dataplane::exec::Process;
+use npm::dataplane::linux::Linux;
+use npm::dataplane::Dataplane;
 use npm::debug;
+use npm::source::dir::DirSource;
 use policy_compiler::model::Protocol;
 use policy_compiler::reach::Engine;
 
@@ -22,6 +27,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the agent: watch the source and program ipset/iptables
+    Start {
+        /// Where the cluster comes from: dir:PATH (Kubernetes YAML files; the kube source is not built yet)
+        #[arg(long)]
+        source: String,
+        /// How often to look for changes
+        #[arg(long, default_value = "1000")]
+        interval_ms: u64,
+        /// Program once and exit
+        #[arg(long)]
+        once: bool,
+    },
+    /// Remove every chain, jump and set the agent owns
+    Cleanup,
     /// Inspect policies offline, from a YAML snapshot of the cluster
     Debug {
         #[command(subcommand)]
@@ -127,7 +146,25 @@ fn target_name(t: Target) -> &'static str {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).init();
     match cli.command {
+        Command::Start { source, interval_ms, once } => {
+            let Some(path) = source.strip_prefix("dir:") else {
+                anyhow::bail!("--source {source:?}: only dir:PATH is available so far");
+            };
+            let dataplane = Linux::new(Box::new(Process::default()))?;
+            tracing::info!("iptables backend: {}", dataplane.backend);
+            let mut agent = Agent::new(DirSource { path: path.into() }, dataplane);
+            if once {
+                agent.sync_once()?;
+                return Ok(());
+            }
+            agent.run(std::time::Duration::from_millis(interval_ms));
+        }
+        Command::Cleanup => {
+            Linux::new(Box::new(Process::default()))?.cleanup()?;
+            tracing::info!("removed the agent's chains, jumps and sets");
+        }
         Command::Debug { what } => match what {
             DebugCommand::Render { objects, target, node } => {
                 let cluster = debug::load(&objects)?;
