@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use anyhow::{bail, Context, Result};
+use crate::error::{Error, Result};
 use policy_compiler::compile::compile;
 use policy_compiler::compiled::{self, Trace};
 use policy_compiler::model::{Cluster, Protocol};
@@ -13,8 +13,10 @@ use serde::Serialize;
 
 /// Loads a snapshot; objects that do not convert are reported on stderr and left out.
 pub fn load(path: &std::path::Path) -> Result<Cluster> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let snap = Snapshot::from_yaml(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Input(format!("reading {}: {e}", path.display())))?;
+    let snap =
+        Snapshot::from_yaml(&text).map_err(|e| Error::Input(format!("parsing {}: {e}", path.display())))?;
     for refused in &snap.refused {
         eprintln!("azure-npm: skipping invalid object: {refused}");
     }
@@ -93,10 +95,11 @@ pub fn endpoint<'a>(cluster: &'a Cluster, text: &str) -> Result<Endpoint<'a>> {
     if text.contains('/') {
         return match cluster.pod(text) {
             Some(p) => Ok(Endpoint::Pod(p)),
-            None => bail!("no pod {text} in the snapshot"),
+            None => Err(Error::Input(format!("no pod {text} in the snapshot"))),
         };
     }
-    let ip: IpAddr = text.parse().with_context(|| format!("{text:?} is neither ns/pod nor an IP address"))?;
+    let ip: IpAddr =
+        text.parse().map_err(|_| Error::Input(format!("{text:?} is neither ns/pod nor an IP address")))?;
     Ok(cluster.pods.iter().find(|p| p.ip == Some(ip)).map_or(Endpoint::Ip(ip), Endpoint::Pod))
 }
 
@@ -195,8 +198,8 @@ pub fn render(cluster: &Cluster, target: &str, node: Option<&str>) -> Result<Str
             for u in &rendered.unsupported {
                 eprintln!("azure-npm: not expressible on Windows: {u}");
             }
-            serde_json::to_string_pretty(&rendered)? + "\n"
+            serde_json::to_string_pretty(&rendered).map_err(|e| Error::Input(e.to_string()))? + "\n"
         }
-        other => bail!("unknown target {other}"),
+        other => return Err(Error::Input(format!("unknown target {other}"))),
     })
 }

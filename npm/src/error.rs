@@ -10,6 +10,8 @@ pub enum Error {
     UnknownBackend(String),
     #[error("reading the cluster: {0}")]
     Source(String),
+    #[error("{0}")]
+    Input(String),
 }
 
 impl Error {
@@ -20,6 +22,7 @@ impl Error {
             Error::Failed { .. } => "command_failed",
             Error::UnknownBackend(_) => "backend",
             Error::Source(_) => "source",
+            Error::Input(_) => "input",
         }
     }
 }
