@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use policy_compiler::compile::compile;
+use policy_compiler::compile::compile_for;
 use policy_compiler::incremental::diff;
 use policy_compiler::ir::Ir;
 
@@ -15,14 +15,16 @@ use crate::source::dir::{DirSource, Fingerprint};
 pub struct Agent<D: Dataplane> {
     pub source: DirSource,
     pub dataplane: D,
+    /// Enforce for this node's pods only (`None`: every pod, e.g. a single-host setup).
+    pub node: Option<String>,
     /// What the kernel holds (as far as the agent knows).
     pub programmed: Ir,
     seen: Option<Fingerprint>,
 }
 
 impl<D: Dataplane> Agent<D> {
-    pub fn new(source: DirSource, dataplane: D) -> Agent<D> {
-        Agent { source, dataplane, programmed: Ir::default(), seen: None }
+    pub fn new(source: DirSource, dataplane: D, node: Option<String>) -> Agent<D> {
+        Agent { source, dataplane, node, programmed: Ir::default(), seen: None }
     }
 
     /// One round: when the source changed, program the new state. Returns true if it did.
@@ -32,7 +34,7 @@ impl<D: Dataplane> Agent<D> {
             return Ok(false);
         }
         let cluster = self.source.load()?;
-        let desired = compile(&cluster);
+        let desired = compile_for(&cluster, self.node.as_deref());
         let delta = diff(&self.programmed, &desired);
         let start = std::time::Instant::now();
         self.dataplane.apply(&delta)?;

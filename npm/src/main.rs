@@ -32,6 +32,10 @@ enum Command {
         /// Where the cluster comes from: dir:PATH (Kubernetes YAML files; the kube source is not built yet)
         #[arg(long)]
         source: String,
+        /// Enforce for this node's pods (the DaemonSet passes spec.nodeName through the downward
+        /// API as NODE_NAME); without it every pod's rules are programmed
+        #[arg(long, env = "NODE_NAME")]
+        node_name: Option<String>,
         /// How often to look for changes
         #[arg(long, default_value = "1000")]
         interval_ms: u64,
@@ -148,13 +152,17 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).init();
     match cli.command {
-        Command::Start { source, interval_ms, once } => {
+        Command::Start { source, node_name, interval_ms, once } => {
             let Some(path) = source.strip_prefix("dir:") else {
                 anyhow::bail!("--source {source:?}: only dir:PATH is available so far");
             };
             let dataplane = Linux::new(Box::new(Process::default()))?;
             tracing::info!("iptables backend: {}", dataplane.backend);
-            let mut agent = Agent::new(DirSource { path: path.into() }, dataplane);
+            match &node_name {
+                Some(n) => tracing::info!("enforcing for the pods of node {n}"),
+                None => tracing::info!("no --node-name: enforcing for every pod"),
+            }
+            let mut agent = Agent::new(DirSource { path: path.into() }, dataplane, node_name);
             if once {
                 agent.sync_once()?;
                 return Ok(());

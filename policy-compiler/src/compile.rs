@@ -20,6 +20,22 @@ struct Builder<'a> {
     /// (pods in the relevant namespaces) per set instead of (all pods) per set.
     by_ns: HashMap<&'a str, Vec<&'a Pod>>,
     by_node: HashMap<&'a str, Vec<&'a Pod>>,
+    /// Compiling one node's view: only its pods are targets and isolated.
+    node: Option<&'a str>,
+}
+
+/// Is the pod on the node a node's view is restricted to (always, without a restriction)?
+fn on(node: &Option<String>, pod: &Pod) -> bool {
+    node.as_ref().is_none_or(|n| pod.node.as_deref() == Some(n.as_str()))
+}
+
+/// The key of the isolated set for a direction, cluster-wide or in one node's view.
+pub fn isolated_key(ingress: bool, node: Option<&str>) -> String {
+    let base = if ingress { ISOLATED_INGRESS } else { ISOLATED_EGRESS };
+    match node {
+        None => base.to_string(),
+        Some(n) => format!("{base} on node {n}"),
+    }
 }
 
 impl SetDef {
@@ -28,7 +44,9 @@ impl SetDef {
     pub fn member(&self, cluster: &Cluster, pod: &Pod) -> Option<Member> {
         let ip = pod.ip?;
         let belongs = match self {
-            SetDef::PodsIn { namespace, pods } => pod.namespace == *namespace && pods.matches(&pod.labels),
+            SetDef::PodsIn { namespace, pods, node } => {
+                pod.namespace == *namespace && pods.matches(&pod.labels) && on(node, pod)
+            }
             SetDef::PodsWhere { namespaces, pods } => {
                 cluster.namespace_labels(&pod.namespace).is_some_and(|l| namespaces.matches(l))
                     && pods.matches(&pod.labels)
@@ -38,11 +56,14 @@ impl SetDef {
                 let port = pod.named_port(name, *protocol)?;
                 return Some(Member::IpPort { ip, protocol: *protocol, port });
             }
-            SetDef::Isolated { ingress } => cluster.policies.iter().any(|p| {
-                p.namespace == pod.namespace
-                    && if *ingress { p.ingress_isolation } else { p.egress_isolation }
-                    && p.pod_selector.matches(&pod.labels)
-            }),
+            SetDef::Isolated { ingress, node } => {
+                on(node, pod)
+                    && cluster.policies.iter().any(|p| {
+                        p.namespace == pod.namespace
+                            && if *ingress { p.ingress_isolation } else { p.egress_isolation }
+                            && p.pod_selector.matches(&pod.labels)
+                    })
+            }
             SetDef::Fixed => false,
         };
         belongs.then_some(Member::Ip(ip))
@@ -92,12 +113,21 @@ impl<'a> Builder<'a> {
     fn pods_in(&mut self, namespace: &str, pods: Selector) -> String {
         let pods = pods.canonical();
         let key = format!("pods ns={namespace} pod{pods}");
-        self.set(SetKind::HashIp, key, SetDef::PodsIn { namespace: namespace.to_string(), pods }, [])
+        self.set(
+            SetKind::HashIp,
+            key,
+            SetDef::PodsIn { namespace: namespace.to_string(), pods, node: None },
+            [],
+        )
     }
 
-    /// The pods a policy applies to.
+    /// The pods a policy applies to (in a node's view: those on the node).
     fn targets(&mut self, p: &NetworkPolicy) -> String {
-        self.pods_in(&p.namespace, p.pod_selector.clone())
+        let Some(node) = self.node else { return self.pods_in(&p.namespace, p.pod_selector.clone()) };
+        let pods = p.pod_selector.canonical();
+        let key = format!("pods ns={} pod{pods} on node {node}", p.namespace);
+        let def = SetDef::PodsIn { namespace: p.namespace.clone(), pods, node: Some(node.to_string()) };
+        self.set(SetKind::HashIp, key, def, [])
     }
 
     /// The set a peer stands for; `None` when the peer can match nothing.
@@ -148,17 +178,17 @@ impl<'a> Builder<'a> {
 
     fn policy(&mut self, p: &NetworkPolicy) {
         let targets = self.targets(p);
-        for (ingress, isolates, rules, isolated) in [
-            (true, p.ingress_isolation, &p.ingress, ISOLATED_INGRESS),
-            (false, p.egress_isolation, &p.egress, ISOLATED_EGRESS),
-        ] {
+        for (ingress, isolates, rules) in
+            [(true, p.ingress_isolation, &p.ingress), (false, p.egress_isolation, &p.egress)]
+        {
             if !isolates {
                 continue;
             }
             // The union of the isolating policies' targets (what `SetDef::Isolated` means; pod
             // events ask the definition, this avoids asking it for every pod of a big cluster).
             let members = self.ir.sets[&targets].members.clone();
-            let name = self.set(SetKind::HashIp, isolated.to_string(), SetDef::Isolated { ingress }, []);
+            let def = SetDef::Isolated { ingress, node: self.node.map(str::to_string) };
+            let name = self.set(SetKind::HashIp, isolated_key(ingress, self.node), def, []);
             if let Some(set) = self.ir.sets.get_mut(&name) {
                 set.members.extend(members);
             }
@@ -202,6 +232,13 @@ impl<'a> Builder<'a> {
 
 /// Compiles the whole cluster.
 pub fn compile(cluster: &Cluster) -> Ir {
+    compile_for(cluster, None)
+}
+
+/// Compiles one node's view (`Some(node)`): rules apply to that node's pods only (their
+/// egress and ingress), while the sets they match the far end against stay cluster-wide.
+/// `None` compiles every pod's rules.
+pub fn compile_for(cluster: &Cluster, node: Option<&str>) -> Ir {
     let mut by_ns: HashMap<&str, Vec<&Pod>> = HashMap::new();
     let mut by_node: HashMap<&str, Vec<&Pod>> = HashMap::new();
     for p in &cluster.pods {
@@ -210,8 +247,9 @@ pub fn compile(cluster: &Cluster) -> Ir {
             by_node.entry(n.as_str()).or_default().push(p);
         }
     }
-    let mut b = Builder { cluster, ir: Ir::default(), by_ns, by_node };
-    for node in &cluster.nodes {
+    let mut b = Builder { cluster, ir: Ir::default(), by_ns, by_node, node };
+    for n in cluster.nodes.iter().filter(|n| node.is_none_or(|only| n.name == only)) {
+        let node = n;
         let Some(ip) = node.internal_ip else { continue };
         let node_set = b.set(SetKind::HashIp, format!("node {}", node.name), SetDef::Fixed, [Member::Ip(ip)]);
         let name = node.name.clone();
@@ -232,8 +270,9 @@ pub fn compile(cluster: &Cluster) -> Ir {
     for p in policies {
         b.policy(p);
     }
-    for (isolated, ingress) in [(ISOLATED_INGRESS, true), (ISOLATED_EGRESS, false)] {
-        let name = set_name(SetKind::HashIp, isolated);
+    for ingress in [true, false] {
+        let isolated = isolated_key(ingress, node);
+        let name = set_name(SetKind::HashIp, &isolated);
         if !b.ir.sets.contains_key(&name) {
             continue;
         }

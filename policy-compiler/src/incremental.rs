@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
-use crate::compile::compile;
+use crate::compile::compile_for;
 use crate::ir::{IpSet, Ir, Member, Rule, SetDef};
 use crate::model::{Cluster, Namespace, NetworkPolicy, Node, Pod};
 
@@ -97,6 +97,8 @@ pub enum Event {
 /// Holds the cluster and its compiled IR, and keeps them in step event by event.
 pub struct Compiler {
     cluster: Cluster,
+    /// Compiling one node's view (see `compile_for`), or every pod's rules.
+    node: Option<String>,
     ir: Ir,
     /// Pod key → index in `cluster.pods`.
     index: HashMap<String, usize>,
@@ -111,9 +113,14 @@ pub struct Compiler {
 
 impl Compiler {
     pub fn new(cluster: Cluster) -> Compiler {
-        let ir = compile(&cluster);
+        Compiler::for_node(cluster, None)
+    }
+
+    pub fn for_node(cluster: Cluster, node: Option<String>) -> Compiler {
+        let ir = compile_for(&cluster, node.as_deref());
         let mut c = Compiler {
             cluster,
+            node,
             ir,
             index: HashMap::new(),
             holders: HashMap::new(),
@@ -185,7 +192,7 @@ impl Compiler {
             }
             other => {
                 self.mutate(other);
-                let new = compile(&self.cluster);
+                let new = compile_for(&self.cluster, self.node.as_deref());
                 let delta = diff(&self.ir, &new);
                 self.ir = new;
                 self.index_sets();

@@ -38,10 +38,12 @@ pub enum Member {
 /// the pod contributes (`SetDef::member`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SetDef {
-    /// Pods of one namespace matching a selector (policy targets; peers without namespaceSelector).
+    /// Pods of one namespace matching a selector (policy targets; peers without
+    /// namespaceSelector), only those on `node` when compiling one node's view.
     PodsIn {
         namespace: String,
         pods: Selector,
+        node: Option<String>,
     },
     /// Pods matching a selector in namespaces matching a selector.
     PodsWhere {
@@ -53,9 +55,10 @@ pub enum SetDef {
         name: String,
         protocol: Protocol,
     },
-    /// Pods some policy isolates (for ingress, or egress).
+    /// Pods some policy isolates (for ingress, or egress), only those on `node` in a node's view.
     Isolated {
         ingress: bool,
+        node: Option<String>,
     },
     /// Not derived from pods: node addresses, ipBlocks.
     Fixed,

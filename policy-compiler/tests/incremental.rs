@@ -6,7 +6,7 @@ mod common;
 use std::net::IpAddr;
 
 use common::{cluster, labels, policy, NAMESPACES, PORTS};
-use policy_compiler::compile::compile;
+use policy_compiler::compile::{compile, compile_for};
 use policy_compiler::incremental::{Compiler, Event};
 use policy_compiler::model::{ContainerPort, Namespace, Node, Pod};
 use proptest::prelude::*;
@@ -59,6 +59,18 @@ fn event() -> impl Strategy<Value = Event> {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    #[test]
+    fn a_node_view_stays_equal_to_its_full_compile(start in cluster(), events in proptest::collection::vec(event(), 1..25)) {
+        let mut compiler = Compiler::for_node(start, Some("n0".into()));
+        let mut applied = compiler.ir().clone();
+        for (step, e) in events.into_iter().enumerate() {
+            compiler.apply(e.clone()).apply(&mut applied);
+            let full = compile_for(compiler.cluster(), Some("n0"));
+            prop_assert_eq!(&applied, &full, "step {}: deltas diverged after {:?}", step, e);
+            prop_assert_eq!(compiler.ir(), &full, "step {}: compiler state diverged after {:?}", step, e);
+        }
+    }
 
     #[test]
     fn deltas_applied_in_order_equal_a_full_compile(start in cluster(), events in proptest::collection::vec(event(), 1..25)) {
