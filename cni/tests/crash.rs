@@ -7,7 +7,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::{cni_env, Node, Reply, IPAM};
+use common::{cni_env, spawn_with_stdin, Node, Reply, IPAM};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde_json::{json, Value};
 
@@ -30,16 +30,9 @@ fn call_and_kill(
     conf: &Value,
     delay: Duration,
 ) -> Option<Reply> {
-    use std::io::Write;
     let mut cmd = node.ns.command(IPAM);
     cni_env(&mut cmd, command, container, "eth0", &node.ns.path());
-    let mut child = cmd
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let _ = child.stdin.take().unwrap().write_all(conf.to_string().as_bytes());
+    let mut child = spawn_with_stdin(cmd, conf.to_string().as_bytes());
     std::thread::sleep(delay);
     let _ = child.kill(); // SIGKILL; harmless if it already exited
     let out = child.wait_with_output().unwrap();

@@ -9,20 +9,12 @@ use serde_json::{json, Value};
 
 /// Runs the plugin with raw stdin bytes (for input that is not JSON).
 fn raw_call(node: &Node, command: &str, stdin: &[u8], drop_var: Option<&str>) -> Reply {
-    use std::io::Write;
     let mut cmd = node.ns.command(IPAM);
     cni_env(&mut cmd, command, "c1", "eth0", &node.ns.path());
     if let Some(v) = drop_var {
         cmd.env_remove(v);
     }
-    let mut child = cmd
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    Reply::from_output(child.wait_with_output().unwrap())
+    Reply::from_output(common::spawn_with_stdin(cmd, stdin).wait_with_output().unwrap())
 }
 
 fn with_ipam(node: &Node, edit: &[(&str, Value)]) -> Value {

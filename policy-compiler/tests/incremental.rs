@@ -5,10 +5,10 @@ mod common;
 
 use std::net::IpAddr;
 
-use common::{cluster, labels, policy, NAMESPACES, PORTS};
+use common::{cluster, labels, make_pod, policy, NAMESPACES};
 use policy_compiler::compile::{compile, compile_for};
 use policy_compiler::incremental::{Compiler, Event};
-use policy_compiler::model::{ContainerPort, Namespace, Node, Pod};
+use policy_compiler::model::{Namespace, Node};
 use proptest::prelude::*;
 
 fn event() -> impl Strategy<Value = Event> {
@@ -22,21 +22,14 @@ fn event() -> impl Strategy<Value = Event> {
         proptest::sample::subsequence(vec![0, 1, 2, 3, 4], 0..4),
     )
         .prop_map(|(ns, i, labels, ip, node, ports)| {
-            Event::UpsertPod(Pod {
-                namespace: NAMESPACES[ns].to_string(),
-                name: format!("p{i}"),
+            Event::UpsertPod(make_pod(
+                ns,
+                i,
                 labels,
-                ip: ip.map(|last| IpAddr::from([10, 0, 0, last])),
-                node: node.map(|n| format!("n{n}")),
-                ports: ports
-                    .iter()
-                    .map(|&k| ContainerPort {
-                        name: Some(PORTS[k].0.into()),
-                        port: PORTS[k].1,
-                        protocol: PORTS[k].2,
-                    })
-                    .collect(),
-            })
+                ip.map(|last| IpAddr::from([10, 0, 0, last])),
+                node,
+                &ports,
+            ))
         });
     prop_oneof![
         5 => pod,

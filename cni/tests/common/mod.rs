@@ -226,7 +226,12 @@ pub fn cni_env(cmd: &mut Command, command: &str, container: &str, ifname: &str, 
 }
 
 /// Runs a command with `stdin_json` on stdin.
-pub fn pipe(mut cmd: Command, stdin_json: &Value) -> Output {
+pub fn pipe(cmd: Command, stdin_json: &Value) -> Output {
+    spawn_with_stdin(cmd, stdin_json.to_string().as_bytes()).wait_with_output().unwrap()
+}
+
+/// Starts a command with its output captured and `stdin` written to it (then closed).
+pub fn spawn_with_stdin(mut cmd: Command, stdin: &[u8]) -> Child {
     use std::io::Write;
     let mut child = cmd
         .stdin(Stdio::piped())
@@ -234,8 +239,9 @@ pub fn pipe(mut cmd: Command, stdin_json: &Value) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-    child.stdin.take().unwrap().write_all(stdin_json.to_string().as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
+    // A plugin may exit before reading all of it; that is for the caller's assertions.
+    let _ = child.stdin.take().unwrap().write_all(stdin);
+    child
 }
 
 /// What a plugin printed and how it exited.

@@ -139,20 +139,8 @@ pub fn cluster() -> impl Strategy<Value = Cluster> {
             let pods = pods
                 .into_iter()
                 .enumerate()
-                .map(|(i, (ns, labels, node, ports))| Pod {
-                    namespace: NAMESPACES[ns].to_string(),
-                    name: format!("p{i}"),
-                    labels,
-                    ip: Some(IpAddr::from([10, 0, ns as u8, i as u8 + 1])),
-                    node: node.map(|n| format!("n{n}")),
-                    ports: ports
-                        .iter()
-                        .map(|&k| ContainerPort {
-                            name: Some(PORTS[k].0.into()),
-                            port: PORTS[k].1,
-                            protocol: PORTS[k].2,
-                        })
-                        .collect(),
+                .map(|(i, (ns, labels, node, ports))| {
+                    make_pod(ns, i, labels, Some(IpAddr::from([10, 0, ns as u8, i as u8 + 1])), node, &ports)
                 })
                 .collect();
             for (i, p) in policies.iter_mut().enumerate() {
@@ -163,4 +151,26 @@ pub fn cluster() -> impl Strategy<Value = Cluster> {
                 .collect();
             Cluster { namespaces, pods, nodes, policies }
         })
+}
+
+/// A pod `p{i}` in namespace `NAMESPACES[ns]` with the given `PORTS` entries.
+pub fn make_pod(
+    ns: usize,
+    i: usize,
+    labels: Labels,
+    ip: Option<IpAddr>,
+    node: Option<usize>,
+    ports: &[usize],
+) -> Pod {
+    Pod {
+        namespace: NAMESPACES[ns].to_string(),
+        name: format!("p{i}"),
+        labels,
+        ip,
+        node: node.map(|n| format!("n{n}")),
+        ports: ports
+            .iter()
+            .map(|&k| ContainerPort { name: Some(PORTS[k].0.into()), port: PORTS[k].1, protocol: PORTS[k].2 })
+            .collect(),
+    }
 }
