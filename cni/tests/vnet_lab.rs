@@ -122,7 +122,7 @@ fn whole_suite(version: &str) {
             pod.name,
             diagnose(&lab, &[pod, &pods[(i + 1) % PODS]])
         );
-        assert!(pings(pod, &n1.ip), "{} cannot reach its node", pod.name);
+        assert!(reaches(pod, &n1.ns, &n1.ip), "{} cannot reach its node", pod.name);
         if i % 25 == 0 {
             assert!(
                 reaches(pod, &remote[i % 2], &remote_addrs[i % 2]),
