@@ -7,6 +7,7 @@ use policy_compiler::compile::compile;
 use policy_compiler::compiled::{self, Trace};
 use policy_compiler::model::{Cluster, Protocol};
 use policy_compiler::reach::{reachability, Engine, Reach};
+use policy_compiler::readback::KernelView;
 use policy_compiler::semantic::{self, Endpoint, Verdict};
 use policy_compiler::snapshot::Snapshot;
 use serde::Serialize;
@@ -114,6 +115,39 @@ pub struct Explanation {
     /// The compiled IR's walk (absent when an endpoint has no address to match on).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compiled: Option<Trace>,
+    /// The same walk over the kernel's actual sets and rules (`--dataplane`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dataplane: Option<KernelTrace>,
+}
+
+/// A verdict from the kernel's state as read back from `ipset save` and `iptables-save`.
+#[derive(Serialize)]
+pub struct KernelTrace {
+    pub allowed: bool,
+    pub trace: Trace,
+    /// The agent's chains are hooked into FORWARD and OUTPUT and its entry chain is intact.
+    pub wired: bool,
+    /// Agent-owned lines that do not read as anything the agent writes.
+    pub problems: Vec<String>,
+}
+
+/// Judges a packet by the kernel's state. Without the FORWARD jump and an intact entry chain
+/// the agent's rules are never reached, so the kernel lets the packet through.
+pub fn explain_kernel(
+    view: &KernelView,
+    src: IpAddr,
+    dst: IpAddr,
+    protocol: Protocol,
+    port: u16,
+) -> KernelTrace {
+    let trace = compiled::evaluate(&view.ir, src, dst, protocol, port);
+    let reached = view.entry_ok && view.jumps.iter().any(|j| j == "FORWARD");
+    KernelTrace {
+        allowed: trace.allowed || !reached,
+        trace,
+        wired: view.wired(&crate::dataplane::linux::HOOKS),
+        problems: view.problems.clone(),
+    }
 }
 
 pub fn explain(
@@ -136,6 +170,7 @@ pub fn explain(
         allowed: semantic.allowed,
         semantic,
         compiled,
+        dataplane: None,
     }
 }
 
@@ -176,6 +211,23 @@ pub fn explanation_text(e: &Explanation) -> String {
             out += &format!(": dropped by \"{r}\"");
         }
         out.push('\n');
+    }
+    if let Some(k) = &e.dataplane {
+        let agree = if k.allowed == e.allowed { "agrees" } else { "DISAGREES" };
+        out += &format!("  kernel ({}) {agree}", if k.allowed { "allows" } else { "denies" });
+        if let Some(r) = &k.trace.accepted_by {
+            out += &format!(": accepted by \"{r}\"");
+        }
+        if let Some(r) = &k.trace.dropped_by {
+            out += &format!(": dropped by \"{r}\"");
+        }
+        out.push('\n');
+        if !k.wired {
+            out += "  kernel: the agent's chains are not (fully) hooked in; `azure-npm start` repairs this\n";
+        }
+        for p in &k.problems {
+            out += &format!("  kernel: {p}\n");
+        }
     }
     out
 }

@@ -13,6 +13,7 @@ use npm::debug;
 use npm::source::dir::DirSource;
 use policy_compiler::model::Protocol;
 use policy_compiler::reach::Engine;
+use policy_compiler::readback::KernelView;
 
 #[derive(Parser)]
 #[command(
@@ -135,9 +136,29 @@ enum DebugCommand {
         protocol: ProtocolArg,
         #[arg(long)]
         port: u16,
+        /// Also judge the connection by the kernel's live state (`ipset save`, `iptables-save`)
+        #[arg(long)]
+        dataplane: bool,
+        /// Read the kernel's state from `ipset save` output in this file (implies --dataplane)
+        #[arg(long, requires = "iptables_save")]
+        ipset_save: Option<PathBuf>,
+        /// Read the kernel's state from `iptables-save` output in this file (implies --dataplane)
+        #[arg(long, requires = "ipset_save")]
+        iptables_save: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "table")]
         output: Output,
     },
+}
+
+/// The kernel's state, live or from saved files.
+fn kernel_view(live: bool, ipset: Option<PathBuf>, iptables: Option<PathBuf>) -> Result<Option<KernelView>> {
+    let read =
+        |p: &PathBuf| std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()));
+    Ok(match (ipset, iptables) {
+        (Some(a), Some(b)) => Some(KernelView::read(&read(&a)?, &read(&b)?).map_err(anyhow::Error::msg)?),
+        _ if live => Some(Linux::new(Box::new(Process::default()))?.read()?),
+        _ => None,
+    })
 }
 
 fn target_name(t: Target) -> &'static str {
@@ -190,10 +211,26 @@ fn main() -> Result<()> {
                     Output::Table => print!("{}", debug::matrix_table(&m)),
                 }
             }
-            DebugCommand::Explain { objects, from, to, protocol, port, output } => {
+            DebugCommand::Explain {
+                objects,
+                from,
+                to,
+                protocol,
+                port,
+                dataplane,
+                ipset_save,
+                iptables_save,
+                output,
+            } => {
                 let cluster = debug::load(&objects)?;
                 let (src, dst) = (debug::endpoint(&cluster, &from)?, debug::endpoint(&cluster, &to)?);
-                let e = debug::explain(&cluster, src, dst, protocol.into(), port);
+                let mut e = debug::explain(&cluster, src, dst, protocol.into(), port);
+                if let Some(view) = kernel_view(dataplane, ipset_save, iptables_save)? {
+                    let (Some(a), Some(b)) = (src.ip(), dst.ip()) else {
+                        anyhow::bail!("--dataplane needs addresses: {from} or {to} has none in the snapshot");
+                    };
+                    e.dataplane = Some(debug::explain_kernel(&view, a, b, protocol.into(), port));
+                }
                 match output {
                     Output::Json => println!("{}", serde_json::to_string_pretty(&e)?),
                     Output::Table => print!("{}", debug::explanation_text(&e)),

@@ -162,3 +162,73 @@ fn render_prints_each_target() {
     assert_eq!(v["endpoints"].as_array().unwrap().len(), 9);
     assert!(err.contains("SCTP"), "the unsupported SCTP rule is reported: {err}");
 }
+
+/// `explain` over saved kernel state: the golden rendering of case 08 (as iptables-save prints
+/// it, with the hooks) agrees with the policy; the same state with the agent's chains flushed
+/// lets the packet through, and says so.
+#[test]
+fn explain_reads_the_kernels_state_from_saved_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let golden = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/golden");
+    let ipset = golden.join("08-named-port.ipset");
+    let rules = std::fs::read_to_string(golden.join("08-named-port.iptables")).unwrap();
+    let hooked = rules.replace("*filter\n", "*filter\n-A FORWARD -j AZURE-NPM\n-A OUTPUT -j AZURE-NPM\n");
+    let flushed: String =
+        hooked.lines().filter(|l| !l.starts_with("-A AZURE-NPM")).map(|l| format!("{l}\n")).collect();
+    let objects = case("08-named-port");
+    let ask = |saved: &str| {
+        let file = dir.path().join("iptables.save");
+        std::fs::write(&file, saved).unwrap();
+        let (ok, out, err) = run(&[
+            "debug",
+            "explain",
+            "--objects",
+            objects.to_str().unwrap(),
+            "--from",
+            "y/a",
+            "--to",
+            "x/a",
+            "--protocol",
+            "TCP",
+            "--port",
+            "8080",
+            "--ipset-save",
+            ipset.to_str().unwrap(),
+            "--iptables-save",
+            file.to_str().unwrap(),
+            "--output",
+            "json",
+        ]);
+        assert!(ok, "{err}");
+        serde_json::from_str::<Value>(&out).unwrap()
+    };
+    let intact = ask(&hooked);
+    assert_eq!(intact["allowed"], false);
+    assert_eq!(intact["dataplane"]["allowed"], false);
+    assert_eq!(intact["dataplane"]["wired"], true);
+    assert_eq!(intact["dataplane"]["trace"]["dropped_by"], "isolated ingress: drop what no rule allowed");
+    let drifted = ask(&flushed);
+    assert_eq!(drifted["allowed"], false);
+    assert_eq!(drifted["dataplane"]["allowed"], true, "with no rules the kernel lets it through");
+    assert_eq!(drifted["dataplane"]["wired"], false);
+
+    let (ok, _, err) = run(&[
+        "debug",
+        "explain",
+        "--objects",
+        objects.to_str().unwrap(),
+        "--from",
+        "y/a",
+        "--to",
+        "x/a",
+        "--protocol",
+        "TCP",
+        "--port",
+        "80",
+        "--ipset-save",
+        ipset.to_str().unwrap(),
+        "--iptables-save",
+        "/nonexistent",
+    ]);
+    assert!(!ok && err.contains("/nonexistent"), "{err}");
+}

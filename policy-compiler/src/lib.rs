@@ -18,6 +18,7 @@ pub mod incremental;
 pub mod ir;
 pub mod model;
 pub mod reach;
+pub mod readback;
 pub mod render;
 pub mod selector;
 pub mod semantic;

@@ -5,13 +5,15 @@
 //! br_netfilter is on) and OUTPUT (traffic from the node itself).
 
 use policy_compiler::incremental::Delta;
+use policy_compiler::readback::KernelView;
 use policy_compiler::render::{self, Notes, ENTRY_CHAIN};
 
 use super::exec::Exec;
 use super::Dataplane;
 use crate::error::{Error, Result};
 
-const HOOKS: [&str; 2] = ["FORWARD", "OUTPUT"];
+/// The built-in chains that jump to the agent's entry chain.
+pub const HOOKS: [&str; 2] = ["FORWARD", "OUTPUT"];
 
 pub struct Linux {
     exec: Box<dyn Exec>,
@@ -73,6 +75,12 @@ impl Linux {
 }
 
 impl Dataplane for Linux {
+    fn read(&mut self) -> Result<KernelView> {
+        let sets = self.exec.run("ipset", &["save"], "")?;
+        let rules = self.exec.run("iptables-save", &["-t", "filter"], "")?;
+        KernelView::read(&sets, &rules).map_err(Error::Input)
+    }
+
     fn apply(&mut self, delta: &Delta) -> Result<()> {
         let mut notes = Notes::default();
         let (before, after, destroy) = render::ipset_delta(delta, &mut notes);

@@ -5,10 +5,13 @@ pub mod exec;
 pub mod linux;
 
 use policy_compiler::incremental::Delta;
+use policy_compiler::readback::KernelView;
 
 use crate::error::Result;
 
 pub trait Dataplane {
+    /// What the kernel holds of the agent's state.
+    fn read(&mut self) -> Result<KernelView>;
     /// Applies a delta atomically per step (create/add, chains, remove, destroy).
     fn apply(&mut self, delta: &Delta) -> Result<()>;
     /// Removes everything the agent owns.
