@@ -9,4 +9,6 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 # containernetworking-plugins: the reference bridge and host-local plugins (interop, benchmarks)
 # iproute2/iputils-ping: network namespaces and probes; ipset/iptables: the dataplane
-apt-get install -y -qq containernetworking-plugins iproute2 iputils-ping ipset iptables procps util-linux python3 >/dev/null
+# etcd-server/openssl: the real API server the agent's tests run against (built by scripts/kube/)
+apt-get install -y -qq containernetworking-plugins iproute2 iputils-ping ipset iptables procps util-linux python3 \
+    etcd-server openssl >/dev/null

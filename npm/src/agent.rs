@@ -1,70 +1,304 @@
-//! The sync loop: notice a change in the source, compile, diff against what is programmed, hand
-//! the delta to the dataplane. A failed apply is retried with backoff from the last state that
-//! was programmed in full, so the kernel only ever holds a state the compiler produced.
+//! The agent: cluster updates in, kernel programmed out.
+//!
+//! - Nothing touches the kernel before the source has delivered a complete snapshot; until then
+//!   whatever a previous run left keeps enforcing.
+//! - At startup the kernel's state is read back and adopted as "programmed", so the first
+//!   program is a diff from it (stale sets destroyed, missing ones made) with no window where a
+//!   pod under policy is open.
+//! - A single pod event goes to the kernel as its own member-only delta; bursts and structural
+//!   changes are diffed from what is programmed.
+//! - Periodic verification reads the kernel back; any drift (a flushed chain, a deleted set, a
+//!   missing jump) is counted and repaired from the kernel's actual state.
+//! - A failed apply makes the next round start from the kernel's actual state, with backoff.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use policy_compiler::compile::compile_for;
-use policy_compiler::incremental::diff;
+use policy_compiler::incremental::{diff, Compiler, Delta, Event};
 use policy_compiler::ir::Ir;
+use policy_compiler::readback::{kernel_shape, KernelView};
 
+use crate::dataplane::linux::HOOKS;
 use crate::dataplane::Dataplane;
 use crate::error::Result;
-use crate::source::dir::{DirSource, Fingerprint};
+use crate::metrics as m;
+use crate::source::Update;
 
 pub struct Agent<D: Dataplane> {
-    pub source: DirSource,
     pub dataplane: D,
     /// Enforce for this node's pods only (`None`: every pod, e.g. a single-host setup).
     pub node: Option<String>,
-    /// What the kernel holds (as far as the agent knows).
-    pub programmed: Ir,
-    seen: Option<Fingerprint>,
+    compiler: Option<Compiler>,
+    /// What the kernel holds, as far as the agent knows.
+    programmed: Ir,
+    /// The kernel's hooks and entry chain were found intact at the last read.
+    wired: bool,
+    /// Deltas from events not yet programmed, and whether a full diff is needed instead.
+    pending: Vec<Delta>,
+    full: bool,
+    /// What the pending changes were, for the latency metric.
+    trigger: &'static str,
+    /// A policy was added or changed in the pending batch.
+    policy_added: bool,
+    /// The kernel must be read back before the next program (startup, after a failure).
+    reread: bool,
+    pub ready: Arc<AtomicBool>,
+    pub repairs: u64,
+}
+
+fn trigger_of(event: &Event) -> &'static str {
+    match event {
+        Event::UpsertPod(_) | Event::DeletePod { .. } => "pod",
+        Event::UpsertNamespace(_) | Event::DeleteNamespace(_) => "namespace",
+        Event::UpsertPolicy(_) | Event::DeletePolicy { .. } => "policy",
+        Event::UpsertNode(_) | Event::DeleteNode(_) => "node",
+    }
 }
 
 impl<D: Dataplane> Agent<D> {
-    pub fn new(source: DirSource, dataplane: D, node: Option<String>) -> Agent<D> {
-        Agent { source, dataplane, node, programmed: Ir::default(), seen: None }
+    pub fn new(dataplane: D, node: Option<String>) -> Agent<D> {
+        Agent {
+            dataplane,
+            node,
+            compiler: None,
+            programmed: Ir::default(),
+            wired: false,
+            pending: Vec::new(),
+            full: true,
+            trigger: "snapshot",
+            policy_added: false,
+            reread: true,
+            ready: Arc::new(AtomicBool::new(false)),
+            repairs: 0,
+        }
     }
 
-    /// One round: when the source changed, program the new state. Returns true if it did.
-    pub fn sync_once(&mut self) -> Result<bool> {
-        let fingerprint = self.source.fingerprint()?;
-        if self.seen.as_ref() == Some(&fingerprint) {
+    /// The state compiled from the source, once it has synced.
+    pub fn desired(&self) -> Option<&Ir> {
+        self.compiler.as_ref().map(Compiler::ir)
+    }
+
+    pub fn handle(&mut self, update: Update) {
+        match update {
+            Update::Snapshot(cluster) => {
+                self.compiler = Some(Compiler::for_node(cluster, self.node.clone()));
+                self.pending.clear();
+                self.full = true;
+                self.trigger = "snapshot";
+            }
+            Update::Events(events) => {
+                let Some(compiler) = self.compiler.as_mut() else {
+                    tracing::warn!("{} events before the first snapshot dropped", events.len());
+                    return;
+                };
+                for event in events {
+                    let t = trigger_of(&event);
+                    if !self.full && self.pending.is_empty() {
+                        self.trigger = t;
+                    } else if self.trigger != t && self.trigger != "snapshot" {
+                        self.trigger = "mixed";
+                    }
+                    self.policy_added |= matches!(event, Event::UpsertPolicy(_));
+                    self.pending.push(compiler.apply(event));
+                }
+            }
+        }
+    }
+
+    fn adopt(&mut self) -> Result<()> {
+        let view = self.dataplane.read()?;
+        if !view.problems.is_empty() {
+            tracing::warn!("kernel state the agent does not recognise: {}", view.problems.join("; "));
+        }
+        tracing::info!(
+            "adopted kernel state: {} sets, {} rules, hooks {}",
+            view.ir.sets.len(),
+            view.ir.rule_count(),
+            if view.wired(&HOOKS) { "intact" } else { "incomplete" }
+        );
+        self.wired = view.wired(&HOOKS) && view.problems.is_empty();
+        self.programmed = view.ir;
+        self.reread = false;
+        self.full = true;
+        Ok(())
+    }
+
+    /// Programs what changed since the last program. Returns true if the kernel was written.
+    pub fn program(&mut self) -> Result<bool> {
+        if self.compiler.is_none() || (!self.full && self.pending.is_empty()) {
             return Ok(false);
         }
-        let cluster = self.source.load()?;
-        let desired = compile_for(&cluster, self.node.as_deref());
-        let delta = diff(&self.programmed, &desired);
-        let start = std::time::Instant::now();
-        self.dataplane.apply(&delta)?;
-        tracing::info!(
-            "programmed {} policies: {} rules, {} sets, {} entries in {:?}",
-            cluster.policies.len(),
-            desired.rule_count(),
-            desired.sets.len(),
-            desired.member_count(),
-            start.elapsed()
-        );
-        self.programmed = desired;
-        self.seen = Some(fingerprint);
+        if self.reread {
+            if let Err(e) = self.adopt() {
+                self.count_error(&e);
+                return Err(e);
+            }
+        }
+        let Some(compiler) = self.compiler.as_ref() else { return Ok(false) };
+        let desired = compiler.ir();
+        let mut delta = if !self.full && self.pending.len() == 1 {
+            self.pending.pop().unwrap_or_default()
+        } else {
+            diff(&self.programmed, desired)
+        };
+        if !self.wired && delta.chains.is_none() {
+            // Rewriting the chains also restores the entry chain and the hooks.
+            delta.chains = Some([desired.accept.clone(), desired.egress.clone(), desired.ingress.clone()]);
+        }
+        let start = Instant::now();
+        let result = if delta.is_empty() { Ok(()) } else { self.dataplane.apply(&delta) };
+        if let Err(e) = result {
+            self.count_error(&e);
+            self.reread = true;
+            self.full = true;
+            self.pending.clear();
+            return Err(e);
+        }
+        let took = start.elapsed();
+        delta.apply(&mut self.programmed);
+        self.wired = true;
+        self.pending.clear();
+        self.full = false;
+        metrics::histogram!(m::APPLY_SECONDS, "trigger" => self.trigger).record(took.as_secs_f64());
+        if std::mem::take(&mut self.policy_added) {
+            metrics::histogram!(m::ADD_POLICY_SECONDS).record(took.as_secs_f64());
+        }
+        self.publish_counts(compiler.cluster().policies.len());
+        if !self.ready.swap(true, Ordering::Relaxed) {
+            tracing::info!(
+                "kernel programmed: {} policies, {} rules, {} sets, {} entries in {took:?}",
+                compiler.cluster().policies.len(),
+                desired.rule_count(),
+                desired.sets.len(),
+                desired.member_count()
+            );
+        } else {
+            tracing::debug!("{} change programmed in {took:?}", self.trigger);
+        }
         Ok(true)
     }
 
-    /// Runs until the process is stopped. Stopping leaves enforcement in place.
-    pub fn run(&mut self, interval: Duration) -> ! {
-        let mut backoff = interval;
+    fn publish_counts(&self, policies: usize) {
+        let shape = &self.programmed;
+        let entries: usize = shape.sets.values().map(|s| s.members.iter().filter(|m| is_v4(m)).count()).sum();
+        metrics::gauge!(m::POLICIES).set(policies as f64);
+        metrics::gauge!(m::IPTABLES_RULES).set((shape.rule_count() + ENTRY_RULES) as f64);
+        metrics::gauge!(m::IPSETS).set(shape.sets.len() as f64);
+        metrics::gauge!(m::IPSET_ENTRIES).set(entries as f64);
+    }
+
+    fn count_error(&self, e: &crate::error::Error) {
+        metrics::counter!(m::ERRORS, "kind" => e.metric_label()).increment(1);
+    }
+
+    /// Reads the kernel back and repairs drift. Returns what drifted (empty: nothing).
+    pub fn verify(&mut self) -> Result<Vec<&'static str>> {
+        if self.compiler.is_none() || self.reread {
+            return Ok(Vec::new());
+        }
+        let view = match self.dataplane.read() {
+            Ok(v) => v,
+            Err(e) => {
+                self.count_error(&e);
+                return Err(e);
+            }
+        };
+        let drift = drift(&view, &kernel_shape(&self.programmed));
+        if drift.is_empty() {
+            return Ok(drift);
+        }
+        for what in &drift {
+            metrics::counter!(m::DRIFT_REPAIRS, "what" => *what).increment(1);
+        }
+        self.repairs += 1;
+        tracing::warn!("kernel drifted ({}); repairing", drift.join(", "));
+        self.wired = view.wired(&HOOKS) && view.problems.is_empty();
+        self.programmed = view.ir;
+        self.full = true;
+        self.trigger = "repair";
+        self.program()?;
+        Ok(drift)
+    }
+
+    /// Runs until the update channel closes (the source is gone). Stopping leaves enforcement
+    /// in place.
+    pub fn run(&mut self, updates: Receiver<Update>, verify_every: Duration) {
+        let mut backoff = Duration::from_millis(100);
+        let mut next_verify = Instant::now() + verify_every;
+        let mut retry_at: Option<Instant> = None;
         loop {
-            match self.sync_once() {
-                Ok(_) => backoff = interval,
-                Err(e) => {
-                    tracing::error!(kind = e.metric_label(), "sync failed: {e}; retrying in {backoff:?}");
-                    // Force a full re-read next round.
-                    self.seen = None;
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+            let now = Instant::now();
+            let wake = retry_at.map_or(next_verify, |r| r.min(next_verify));
+            match updates.recv_timeout(wake.saturating_duration_since(now)) {
+                Ok(update) => {
+                    self.handle(update);
+                    // Take whatever else is already queued into the same batch.
+                    while let Ok(more) = updates.try_recv() {
+                        self.handle(more);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    tracing::info!("source closed; leaving enforcement in place");
+                    return;
                 }
             }
-            std::thread::sleep(backoff);
+            if retry_at.is_some_and(|r| Instant::now() < r) {
+                continue;
+            }
+            match self.program() {
+                Ok(_) => {
+                    retry_at = None;
+                    backoff = Duration::from_millis(100);
+                }
+                Err(e) => {
+                    tracing::error!(
+                        kind = e.metric_label(),
+                        "programming failed: {e}; retrying in {backoff:?}"
+                    );
+                    retry_at = Some(Instant::now() + backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    continue;
+                }
+            }
+            if Instant::now() >= next_verify {
+                next_verify = Instant::now() + verify_every;
+                if let Err(e) = self.verify() {
+                    tracing::error!(kind = e.metric_label(), "verification failed: {e}");
+                    retry_at = Some(Instant::now() + backoff);
+                }
+            }
         }
     }
+}
+
+/// Rules of the entry chain (`render::iptables_restore`): established, clear marks, 3 jumps.
+pub const ENTRY_RULES: usize = 5;
+
+fn is_v4(m: &policy_compiler::ir::Member) -> bool {
+    use policy_compiler::ir::Member;
+    match m {
+        Member::Ip(ip) | Member::IpPort { ip, .. } => ip.is_ipv4(),
+        Member::Net { net, .. } => net.addr().is_ipv4(),
+    }
+}
+
+/// How the kernel differs from the expected shape: `sets`, `rules`, `hooks`.
+pub fn drift(view: &KernelView, expected: &Ir) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if view.ir.sets != expected.sets {
+        out.push("sets");
+    }
+    if (&view.ir.accept, &view.ir.egress, &view.ir.ingress)
+        != (&expected.accept, &expected.egress, &expected.ingress)
+        || !view.problems.is_empty()
+    {
+        out.push("rules");
+    }
+    if !view.wired(&HOOKS) {
+        out.push("hooks");
+    }
+    out
 }

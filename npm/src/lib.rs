@@ -11,4 +11,5 @@ pub mod agent;
 pub mod dataplane;
 pub mod debug;
 pub mod error;
+pub mod metrics;
 pub mod source;

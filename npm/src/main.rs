@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -30,16 +31,26 @@ struct Cli {
 enum Command {
     /// Run the agent: watch the source and program ipset/iptables
     Start {
-        /// Where the cluster comes from: dir:PATH (Kubernetes YAML files; the kube source is not built yet)
+        /// Where the cluster comes from: `kube` (in-cluster config, or --kubeconfig / KUBECONFIG)
+        /// or `dir:PATH` (Kubernetes YAML files in a directory, re-read on change)
         #[arg(long)]
         source: String,
+        /// kubeconfig file for `--source kube` (default: in-cluster, then KUBECONFIG, ~/.kube/config)
+        #[arg(long, env = "KUBECONFIG")]
+        kubeconfig: Option<PathBuf>,
         /// Enforce for this node's pods (the DaemonSet passes spec.nodeName through the downward
         /// API as NODE_NAME); without it every pod's rules are programmed
         #[arg(long, env = "NODE_NAME")]
         node_name: Option<String>,
-        /// How often to look for changes
+        /// How often `dir:` looks for changes
         #[arg(long, default_value = "1000")]
         interval_ms: u64,
+        /// How often the kernel is read back and drift repaired
+        #[arg(long, default_value = "10")]
+        verify_interval_secs: u64,
+        /// Prometheus /metrics, /healthz and /readyz ("off" to disable)
+        #[arg(long, default_value = "0.0.0.0:10091")]
+        metrics_addr: String,
         /// Program once and exit
         #[arg(long)]
         once: bool,
@@ -173,22 +184,47 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).init();
     match cli.command {
-        Command::Start { source, node_name, interval_ms, once } => {
-            let Some(path) = source.strip_prefix("dir:") else {
-                anyhow::bail!("--source {source:?}: only dir:PATH is available so far");
-            };
+        Command::Start {
+            source,
+            kubeconfig,
+            node_name,
+            interval_ms,
+            verify_interval_secs,
+            metrics_addr,
+            once,
+        } => {
             let dataplane = Linux::new(Box::new(Process::default()))?;
             tracing::info!("iptables backend: {}", dataplane.backend);
             match &node_name {
                 Some(n) => tracing::info!("enforcing for the pods of node {n}"),
                 None => tracing::info!("no --node-name: enforcing for every pod"),
             }
-            let mut agent = Agent::new(DirSource { path: path.into() }, dataplane, node_name);
+            let mut agent = Agent::new(dataplane, node_name);
+            if metrics_addr != "off" {
+                let addr: std::net::SocketAddr = metrics_addr
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("--metrics-addr {metrics_addr}: {e}"))?;
+                let handle = npm::metrics::install().map_err(anyhow::Error::msg)?;
+                let bound = npm::metrics::serve(addr, handle, agent.ready.clone())
+                    .map_err(|e| anyhow::anyhow!("serving metrics on {addr}: {e}"))?;
+                tracing::info!("metrics on http://{bound}/metrics");
+            }
+            let (tx, rx) = std::sync::mpsc::channel();
+            let _source = match source.strip_prefix("dir:") {
+                Some(path) => {
+                    DirSource { path: path.into() }.spawn(Duration::from_millis(interval_ms), tx)?
+                }
+                None if source == "kube" => npm::source::kube::spawn(kubeconfig, tx)?,
+                None => anyhow::bail!("--source {source:?}: expected kube or dir:PATH"),
+            };
             if once {
-                agent.sync_once()?;
+                let first =
+                    rx.recv().map_err(|_| anyhow::anyhow!("the source ended before its first snapshot"))?;
+                agent.handle(first);
+                agent.program()?;
                 return Ok(());
             }
-            agent.run(std::time::Duration::from_millis(interval_ms));
+            agent.run(rx, Duration::from_secs(verify_interval_secs.max(1)));
         }
         Command::Cleanup => {
             Linux::new(Box::new(Process::default()))?.cleanup()?;

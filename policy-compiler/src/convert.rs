@@ -47,7 +47,16 @@ pub fn pod(p: &core::Pod) -> Result<Pod, Invalid> {
         return Err(invalid("metadata.name is missing".into()));
     }
     let namespace = p.metadata.namespace.clone().unwrap_or_else(|| "default".into());
-    let ip = match p.status.as_ref().and_then(|s| s.pod_ip.as_deref()).filter(|s| !s.is_empty()) {
+    // A host-network pod's address is its node's, and a finished pod's address may already be
+    // another pod's: neither stands for the pod in any set.
+    let host_network = p.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false);
+    let finished = p
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .is_some_and(|ph| ph == "Succeeded" || ph == "Failed");
+    let reported = p.status.as_ref().and_then(|s| s.pod_ip.as_deref()).filter(|s| !s.is_empty());
+    let ip = match reported.filter(|_| !host_network && !finished) {
         Some(s) => Some(s.parse().map_err(|_| invalid(format!("status.podIP {s:?} is not an IP address")))?),
         None => None,
     };
@@ -260,6 +269,18 @@ mod tests {
         assert!(!p.egress_isolation, "an empty egress list is no egress rule");
         let p = parse("  podSelector: {}\n  policyTypes: [Egress]\n  ingress: [{}]").unwrap();
         assert!(!p.ingress_isolation && p.egress_isolation, "explicit types win");
+    }
+
+    #[test]
+    fn host_network_and_finished_pods_have_no_address_of_their_own() {
+        let pod_of = |extra: &str| {
+            let yaml = format!("metadata: {{name: p, namespace: n}}\nspec: {{containers: []{extra}}}\nstatus: {{podIP: 10.0.0.5, phase: Running}}");
+            pod(&serde_yaml::from_str::<core::Pod>(&yaml).unwrap()).unwrap()
+        };
+        assert!(pod_of("").ip.is_some());
+        assert_eq!(pod_of(", hostNetwork: true").ip, None);
+        let yaml = "metadata: {name: p}\nspec: {containers: []}\nstatus: {podIP: 10.0.0.5, phase: Succeeded}";
+        assert_eq!(pod(&serde_yaml::from_str::<core::Pod>(yaml).unwrap()).unwrap().ip, None);
     }
 
     #[test]

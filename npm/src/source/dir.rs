@@ -3,11 +3,14 @@
 //! files' names, sizes and modification times.
 
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::sync::mpsc::Sender;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
 
 use policy_compiler::model::Cluster;
 use policy_compiler::snapshot::Snapshot;
 
+use super::Update;
 use crate::error::{Error, Result};
 
 pub struct DirSource {
@@ -56,9 +59,37 @@ impl DirSource {
         }
         let snap = Snapshot::from_yaml(&text).map_err(|e| Error::Source(e.to_string()))?;
         for refused in &snap.refused {
+            metrics::counter!(crate::metrics::INVALID_OBJECTS, "kind" => refused.kind).increment(1);
             tracing::warn!("skipping invalid object: {refused}");
         }
         Ok(snap.cluster)
+    }
+}
+
+impl DirSource {
+    /// Polls the directory every `interval` and sends a snapshot whenever it changed (and once
+    /// at the start). A directory that cannot be read is reported and tried again; the agent
+    /// keeps what it programmed meanwhile. Ends when the agent is gone.
+    pub fn spawn(self, interval: Duration, updates: Sender<Update>) -> std::io::Result<JoinHandle<()>> {
+        std::thread::Builder::new().name("source-dir".into()).spawn(move || {
+            let mut seen = None;
+            loop {
+                match self.fingerprint().and_then(|f| Ok((self.load()?, f))) {
+                    Ok((cluster, fingerprint)) if seen.as_ref() != Some(&fingerprint) => {
+                        seen = Some(fingerprint);
+                        if updates.send(Update::Snapshot(cluster)).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        metrics::counter!(crate::metrics::ERRORS, "kind" => e.metric_label()).increment(1);
+                        tracing::error!("reading {}: {e}; keeping what is programmed", self.path.display());
+                    }
+                }
+                std::thread::sleep(interval);
+            }
+        })
     }
 }
 

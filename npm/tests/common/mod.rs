@@ -1,0 +1,122 @@
+//! Shared by the agent's privileged tests: namespaces they create and remove, the root check,
+//! polling, and running code inside a namespace.
+#![allow(dead_code)]
+
+pub mod kube;
+
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+pub const NPM: &str = env!("CARGO_BIN_EXE_azure-npm");
+
+/// Fails loudly (never skips) when not root.
+pub fn require_root(what: &str) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    assert!(
+        status.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")),
+        "{what} needs root: sudo scripts/test.sh"
+    );
+}
+
+/// A network namespace with `lo` up, deleted (with the processes registered) on drop.
+pub struct Netns {
+    pub name: String,
+    pub children: Vec<Child>,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Netns {
+        require_root("this test builds network namespaces");
+        let name = format!("aznpm-{tag}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        sh(&["ip", "netns", "add", &name]);
+        let ns = Netns { name, children: Vec::new() };
+        ns.run(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+
+    /// Runs a command in the namespace; panics with its stderr when it fails.
+    pub fn run(&self, args: &[&str]) -> String {
+        let out = self.command(args[0]).args(&args[1..]).output().unwrap();
+        check(args, &out);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs `f` on a thread that has entered this namespace (sockets it opens live here).
+    pub fn enter<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/var/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).unwrap();
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            f()
+        })
+        .join()
+        .unwrap()
+    }
+
+    /// `GET path` from a local HTTP server in this namespace: (status line, body).
+    pub fn http_get(&self, port: u16, path: &str) -> Option<(String, String)> {
+        let path = path.to_string();
+        self.enter(move || {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+            write!(s, "GET {path} HTTP/1.0\r\n\r\n").ok()?;
+            let mut text = String::new();
+            s.read_to_string(&mut text).ok()?;
+            let (head, body) = text.split_once("\r\n\r\n")?;
+            Some((head.lines().next()?.to_string(), body.to_string()))
+        })
+    }
+
+    /// The agent's rules and sets as the kernel lists them.
+    pub fn kernel(&self) -> policy_compiler::readback::KernelView {
+        let sets = self.run(&["ipset", "save"]);
+        let rules = self.run(&["iptables-save", "-t", "filter"]);
+        policy_compiler::readback::KernelView::read(&sets, &rules).unwrap()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+    }
+}
+
+fn check(args: &[&str], out: &Output) {
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+pub fn sh(args: &[&str]) {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    check(args, &out);
+}
+
+/// Polls until `ok` holds; panics after `secs` seconds naming what it waited for.
+pub fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < Duration::from_secs(secs), "timed out after {secs}s waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A metric's value in Prometheus text (the sum over its label sets).
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    let values: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
