@@ -2,6 +2,7 @@
 //! polling, and running code inside a namespace.
 #![allow(dead_code)]
 
+pub mod fake_api;
 pub mod kube;
 
 use std::process::{Child, Command, Output};
