@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::ir::{set_name, Action, IpSet, Ir, Member, Rule, SetDef, SetKind};
+use crate::ir::{isolation_set_name, set_name, Action, IpSet, Ir, Member, Rule, SetDef, SetKind};
 use crate::model::{Cluster, NetworkPolicy, Peer, Pod, PortRef, PortSpec, Protocol};
 use crate::selector::Selector;
 
@@ -80,7 +80,10 @@ impl<'a> Builder<'a> {
         def: SetDef,
         fixed: impl IntoIterator<Item = Member>,
     ) -> String {
-        let name = set_name(kind, &key);
+        let name = match def {
+            SetDef::Isolated { .. } => isolation_set_name(&key),
+            _ => set_name(kind, &key),
+        };
         if !self.ir.sets.contains_key(&name) {
             let cluster = self.cluster;
             let mut members: std::collections::BTreeSet<Member> = fixed.into_iter().collect();
@@ -272,7 +275,7 @@ pub fn compile_for(cluster: &Cluster, node: Option<&str>) -> Ir {
     }
     for ingress in [true, false] {
         let isolated = isolated_key(ingress, node);
-        let name = set_name(SetKind::HashIp, &isolated);
+        let name = isolation_set_name(&isolated);
         if !b.ir.sets.contains_key(&name) {
             continue;
         }

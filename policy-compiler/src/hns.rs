@@ -247,7 +247,11 @@ fn rule_acls(
 pub fn render(ir: &Ir, cluster: &Cluster, node: Option<&str>) -> Rendered {
     let mut out = Rendered::default();
     let isolated = |ingress: bool| {
-        crate::ir::set_name(SetKind::HashIp, if ingress { "isolated ingress" } else { "isolated egress" })
+        let set = ir
+            .sets
+            .values()
+            .find(|s| matches!(s.def, crate::ir::SetDef::Isolated { ingress: i, .. } if i == ingress));
+        set.map(|s| s.name.clone()).unwrap_or_default()
     };
     let mut pods: Vec<_> =
         cluster.pods.iter().filter(|p| node.is_none_or(|n| p.node.as_deref() == Some(n))).collect();

@@ -148,6 +148,19 @@ pub fn stable_hash(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
+/// Isolation sets (`SetDef::Isolated`) get the letter `x`: their role is in their name, so the
+/// dataplane can order changes so that no intermediate state allows more than the old or the
+/// new one (adding to an isolation set narrows, adding to any other set widens).
+pub fn isolation_set_name(key: &str) -> String {
+    format!("{ISOLATION_PREFIX}{:012x}", stable_hash(key) & 0xffff_ffff_ffff)
+}
+
+pub const ISOLATION_PREFIX: &str = "azn-x";
+
+pub fn is_isolation_set(name: &str) -> bool {
+    name.starts_with(ISOLATION_PREFIX)
+}
+
 pub fn set_name(kind: SetKind, key: &str) -> String {
     let letter = match kind {
         SetKind::HashIp => 'i',

@@ -125,38 +125,59 @@ pub fn iptables_restore(ir: &Ir) -> String {
     out + "COMMIT\n"
 }
 
-/// A delta as the three `ipset restore` scripts it needs, in the order they must run around
-/// the chain rewrite: before (create sets, add members), after (remove members), and the sets
-/// to destroy last (each on its own, since the kernel refuses to destroy a set still in use).
-/// Removing a `nomatch` member names it without the keyword (ipset refuses it otherwise).
-pub fn ipset_delta(delta: &crate::incremental::Delta, notes: &mut Notes) -> (String, String, Vec<String>) {
-    let mut before = String::new();
+/// Whether adding `m` to `set` lets more traffic through: adding to an isolation set isolates
+/// (narrows), a `nomatch` entry carves an exception (narrows), anything else allows more.
+fn add_widens(set: &str, m: &Member) -> bool {
+    !crate::ir::is_isolation_set(set) && !matches!(m, Member::Net { nomatch: true, .. })
+}
+
+/// A delta as `ipset restore` scripts around the chain rewrite, ordered so that no state in
+/// between allows more than the old or the new one:
+/// - `narrow` (before the rewrite): create new sets, then every change that narrows (members
+///   leaving allow sets, members joining isolation sets, new `nomatch` exceptions), so the old
+///   rules see at most their old allowances and the new rules find their isolation in place;
+/// - `widen` (after it): every change that allows more;
+/// - the sets to destroy, last and one by one (the kernel refuses to destroy a set in use).
+///
+/// Within a script deletions come before additions, so an entry whose `nomatch` flag flips is
+/// deleted and re-added. A `nomatch` member is deleted without the keyword (ipset refuses it).
+pub struct IpsetPhases {
+    pub narrow: String,
+    pub widen: String,
+    pub destroy: Vec<String>,
+}
+
+pub fn ipset_delta(delta: &crate::incremental::Delta, notes: &mut Notes) -> IpsetPhases {
+    let mut narrow = String::new();
     for set in &delta.created {
-        let _ = writeln!(before, "create {} {} family inet -exist", set.name, kind_text(set.kind));
+        let _ = writeln!(narrow, "create {} {} family inet -exist", set.name, kind_text(set.kind));
     }
-    for (name, members) in &delta.added {
-        for m in members {
-            match member_text(m) {
-                Some(text) => {
-                    let _ = writeln!(before, "add {name} {text} -exist");
+    let mut widen = String::new();
+    for phase_widens in [false, true] {
+        let out = if phase_widens { &mut widen } else { &mut narrow };
+        for (name, members) in &delta.removed {
+            for m in members.iter().filter(|m| !add_widens(name, m) == phase_widens) {
+                let text = match m {
+                    Member::Net { net, .. } if net.addr().is_ipv4() => Some(net.to_string()),
+                    other => member_text(other),
+                };
+                if let Some(text) = text {
+                    let _ = writeln!(out, "del {name} {text} -exist");
                 }
-                None => notes.0.push(format!("{name}: IPv6 member {m:?} not rendered")),
+            }
+        }
+        for (name, members) in &delta.added {
+            for m in members.iter().filter(|m| add_widens(name, m) == phase_widens) {
+                match member_text(m) {
+                    Some(text) => {
+                        let _ = writeln!(out, "add {name} {text} -exist");
+                    }
+                    None => notes.0.push(format!("{name}: IPv6 member {m:?} not rendered")),
+                }
             }
         }
     }
-    let mut after = String::new();
-    for (name, members) in &delta.removed {
-        for m in members {
-            let text = match m {
-                Member::Net { net, .. } if net.addr().is_ipv4() => Some(net.to_string()),
-                other => member_text(other),
-            };
-            if let Some(text) = text {
-                let _ = writeln!(after, "del {name} {text} -exist");
-            }
-        }
-    }
-    (before, after, delta.destroyed.clone())
+    IpsetPhases { narrow, widen, destroy: delta.destroyed.clone() }
 }
 
 /// The agent's chains for these rules (accept, egress, ingress), as `iptables-restore` input.
@@ -168,4 +189,41 @@ pub fn iptables_chains(chains: &[Vec<Rule>; 3]) -> String {
         ..Ir::default()
     };
     iptables_restore(&ir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::incremental::Delta;
+
+    #[test]
+    fn narrowing_changes_run_before_the_rewrite_and_widening_ones_after() {
+        let ip = |s: &str| Member::Ip(s.parse().unwrap());
+        let net = |s: &str, nomatch| Member::Net { net: s.parse().unwrap(), nomatch };
+        let delta = Delta {
+            added: [
+                ("azn-x1".to_string(), [ip("10.0.0.1")].into()),
+                ("azn-i2".to_string(), [ip("10.0.0.2")].into()),
+                ("azn-n3".to_string(), [net("10.1.0.0/16", true), net("10.2.0.0/16", false)].into()),
+            ]
+            .into(),
+            removed: [
+                ("azn-x1".to_string(), [ip("10.0.0.3")].into()),
+                ("azn-i2".to_string(), [ip("10.0.0.4")].into()),
+                ("azn-n3".to_string(), [net("10.2.0.0/16", true)].into()),
+            ]
+            .into(),
+            ..Delta::default()
+        };
+        let p = ipset_delta(&delta, &mut Notes::default());
+        assert_eq!(
+            p.narrow,
+            "del azn-i2 10.0.0.4 -exist\nadd azn-n3 10.1.0.0/16 nomatch -exist\nadd azn-x1 10.0.0.1 -exist\n"
+        );
+        // The exception 10.2.0.0/16 turns into an allowance: deleted, then added without nomatch.
+        assert_eq!(
+            p.widen,
+            "del azn-n3 10.2.0.0/16 -exist\ndel azn-x1 10.0.0.3 -exist\nadd azn-i2 10.0.0.2 -exist\nadd azn-n3 10.2.0.0/16 -exist\n"
+        );
+    }
 }

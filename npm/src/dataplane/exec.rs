@@ -1,6 +1,6 @@
 //! Running the kernel tools, behind a trait so the Linux dataplane can be tested without root.
 
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::process::{Command, Stdio};
 
 use crate::error::{Error, Result};
@@ -26,19 +26,21 @@ impl Exec for Process {
             }
             None => Command::new(program),
         };
-        let mut child = cmd
+        // The input goes through an unlinked file, written in full before the tool starts: if the
+        // agent is killed, the tool still reads a whole script (never half of one).
+        let failed = |reason: String| Error::Exec { program: program.into(), reason };
+        let mut input = tempfile::tempfile().map_err(|e| failed(format!("staging stdin: {e}")))?;
+        input
+            .write_all(stdin.as_bytes())
+            .and_then(|_| input.seek(SeekFrom::Start(0)))
+            .map_err(|e| failed(format!("staging stdin: {e}")))?;
+        let child = cmd
             .args(args)
-            .stdin(Stdio::piped())
+            .stdin(Stdio::from(input))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| Error::Exec { program: program.into(), reason: e.to_string() })?;
-        if let Some(mut input) = child.stdin.take() {
-            input.write_all(stdin.as_bytes()).map_err(|e| Error::Exec {
-                program: program.into(),
-                reason: format!("writing stdin: {e}"),
-            })?;
-        }
         let out = child
             .wait_with_output()
             .map_err(|e| Error::Exec { program: program.into(), reason: e.to_string() })?;

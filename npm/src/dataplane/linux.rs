@@ -1,5 +1,7 @@
-//! The Linux dataplane: each delta is at most one `ipset -exist restore` before and one after a
-//! single atomic `iptables-restore --noflush` of the agent's chains; sets are destroyed last,
+//! The Linux dataplane: each delta is at most one `ipset -exist restore` that only narrows
+//! (new sets, isolation, removals from allow sets) before a single atomic `iptables-restore
+//! --noflush` of the agent's chains and one that widens after it (see `render::ipset_delta`:
+//! no state in between allows more than the old or the new one); sets are destroyed last,
 //! one by one, and a set the kernel still holds is left for the next round rather than failing
 //! the batch. The entry chain is jumped to from FORWARD (bridged pod traffic passes it when
 //! br_netfilter is on) and OUTPUT (traffic from the node itself).
@@ -83,8 +85,8 @@ impl Dataplane for Linux {
 
     fn apply(&mut self, delta: &Delta) -> Result<()> {
         let mut notes = Notes::default();
-        let (before, after, destroy) = render::ipset_delta(delta, &mut notes);
-        self.ipset_restore(&before)?;
+        let phases = render::ipset_delta(delta, &mut notes);
+        self.ipset_restore(&phases.narrow)?;
         if let Some(chains) = &delta.chains {
             self.exec.run(
                 "iptables-restore",
@@ -93,9 +95,9 @@ impl Dataplane for Linux {
             )?;
             self.ensure_jumps()?;
         }
-        self.ipset_restore(&after)?;
+        self.ipset_restore(&phases.widen)?;
         let mut names = std::mem::take(&mut self.pending_destroy);
-        names.extend(destroy);
+        names.extend(phases.destroy);
         self.destroy(names);
         Ok(())
     }
@@ -172,7 +174,7 @@ mod tests {
     }
 
     #[test]
-    fn a_delta_runs_create_chains_remove_destroy_in_that_order() {
+    fn a_delta_runs_narrowing_chains_widening_destroy_in_that_order() {
         use policy_compiler::compile::compile;
         use policy_compiler::incremental::diff;
         use policy_compiler::snapshot::Snapshot;
@@ -194,10 +196,17 @@ mod tests {
                 "ipset -exist restore",
                 "iptables-restore -w 10 --noflush",
                 "iptables-save -t filter",
-                "iptables-restore -w 10 --noflush"
+                "iptables-restore -w 10 --noflush",
+                "ipset -exist restore"
             ]
         );
-        assert!(calls[1].1.contains("nomatch"), "creates and adds come first");
+        // Before the rules: the sets, isolation and exceptions; after them: what allows.
+        assert!(
+            calls[1].1.contains("create ")
+                && calls[1].1.contains("nomatch")
+                && calls[1].1.contains("add azn-x")
+        );
+        assert!(!calls[1].1.contains("add azn-i") && calls[5].1.contains("add azn-i"), "{calls:?}");
         assert!(
             calls[4].1.contains("-I FORWARD 1 -j AZURE-NPM")
                 && calls[4].1.contains("-I OUTPUT 1 -j AZURE-NPM")

@@ -12,7 +12,8 @@ use crate::error::Result;
 pub trait Dataplane {
     /// What the kernel holds of the agent's state.
     fn read(&mut self) -> Result<KernelView>;
-    /// Applies a delta atomically per step (create/add, chains, remove, destroy).
+    /// Applies a delta in steps (narrowing set changes, chains, widening set changes, destroys)
+    /// such that no state in between allows more than the old or the new one.
     fn apply(&mut self, delta: &Delta) -> Result<()>;
     /// Removes everything the agent owns.
     fn cleanup(&mut self) -> Result<()>;
