@@ -156,7 +156,7 @@ pub fn ipset_delta(delta: &crate::incremental::Delta, notes: &mut Notes) -> Ipse
     for phase_widens in [false, true] {
         let out = if phase_widens { &mut widen } else { &mut narrow };
         for (name, members) in &delta.removed {
-            for m in members.iter().filter(|m| !add_widens(name, m) == phase_widens) {
+            for m in members.iter().filter(|m| add_widens(name, m) != phase_widens) {
                 let text = match m {
                     Member::Net { net, .. } if net.addr().is_ipv4() => Some(net.to_string()),
                     other => member_text(other),
