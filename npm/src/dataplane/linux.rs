@@ -23,6 +23,9 @@ pub struct Linux {
     pub backend: String,
     /// Sets the kernel refused to destroy (still referenced); retried on the next apply.
     pub pending_destroy: Vec<String>,
+    /// A pause after each step of an apply, so tests can observe and kill in between
+    /// (`AZURE_NPM_TEST_STEP_DELAY_MS`; never set in production).
+    step_delay: Option<std::time::Duration>,
 }
 
 impl Linux {
@@ -36,7 +39,17 @@ impl Linux {
         } else {
             return Err(Error::UnknownBackend(version.trim().to_string()));
         };
-        Ok(Linux { exec, backend: backend.to_string(), pending_destroy: Vec::new() })
+        let step_delay = std::env::var("AZURE_NPM_TEST_STEP_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(std::time::Duration::from_millis);
+        Ok(Linux { exec, backend: backend.to_string(), pending_destroy: Vec::new(), step_delay })
+    }
+
+    fn pause(&self) {
+        if let Some(d) = self.step_delay {
+            std::thread::sleep(d);
+        }
     }
 
     fn ipset_restore(&self, script: &str) -> Result<()> {
@@ -87,6 +100,7 @@ impl Dataplane for Linux {
         let mut notes = Notes::default();
         let phases = render::ipset_delta(delta, &mut notes);
         self.ipset_restore(&phases.narrow)?;
+        self.pause();
         if let Some(chains) = &delta.chains {
             self.exec.run(
                 "iptables-restore",
@@ -94,8 +108,10 @@ impl Dataplane for Linux {
                 &render::iptables_chains(chains),
             )?;
             self.ensure_jumps()?;
+            self.pause();
         }
         self.ipset_restore(&phases.widen)?;
+        self.pause();
         let mut names = std::mem::take(&mut self.pending_destroy);
         names.extend(phases.destroy);
         self.destroy(names);
