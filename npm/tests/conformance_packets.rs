@@ -10,7 +10,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::IpAddr;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use common::{wait_for, Netns, NPM};
 use policy_compiler::compile::compile;
