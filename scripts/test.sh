@@ -26,3 +26,4 @@ cargo build --quiet --locked -p bench
 target/debug/ipam-bench --calls 20 --workers 4
 target/debug/vnet-bench --pods 10 --workers 4
 target/debug/policy-bench --small
+target/debug/npm-bench --small

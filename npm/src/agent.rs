@@ -125,7 +125,8 @@ impl<D: Dataplane> Agent<D> {
         Ok(())
     }
 
-    /// Programs what changed since the last program. Returns true if the kernel was written.
+    /// Programs what changed since the last program. Returns true if the kernel was written
+    /// (false: nothing pending, or the changes compiled to nothing).
     pub fn program(&mut self) -> Result<bool> {
         if self.compiler.is_none() || (!self.full && self.pending.is_empty()) {
             return Ok(false);
@@ -148,7 +149,8 @@ impl<D: Dataplane> Agent<D> {
             delta.chains = Some([desired.accept.clone(), desired.egress.clone(), desired.ingress.clone()]);
         }
         let start = Instant::now();
-        let result = if delta.is_empty() { Ok(()) } else { self.dataplane.apply(&delta) };
+        let wrote = !delta.is_empty();
+        let result = if wrote { self.dataplane.apply(&delta) } else { Ok(()) };
         if let Err(e) = result {
             self.count_error(&e);
             self.reread = true;
@@ -177,7 +179,7 @@ impl<D: Dataplane> Agent<D> {
         } else {
             tracing::debug!("{} change programmed in {took:?}", self.trigger);
         }
-        Ok(true)
+        Ok(wrote)
     }
 
     fn publish_counts(&self, policies: usize) {

@@ -26,6 +26,9 @@ pub struct Linux {
     /// A pause after each step of an apply, so tests can observe and kill in between
     /// (`AZURE_NPM_TEST_STEP_DELAY_MS`; never set in production).
     step_delay: Option<std::time::Duration>,
+    /// The hooks' jumps as last read from the kernel (`None`: not read yet). When known, a
+    /// chain rewrite fixes them in the same transaction instead of saving the table again.
+    known_jumps: Option<Vec<String>>,
 }
 
 impl Linux {
@@ -43,7 +46,13 @@ impl Linux {
             .ok()
             .and_then(|v| v.parse().ok())
             .map(std::time::Duration::from_millis);
-        Ok(Linux { exec, backend: backend.to_string(), pending_destroy: Vec::new(), step_delay })
+        Ok(Linux {
+            exec,
+            backend: backend.to_string(),
+            pending_destroy: Vec::new(),
+            step_delay,
+            known_jumps: None,
+        })
     }
 
     fn pause(&self) {
@@ -75,6 +84,22 @@ impl Linux {
         Ok(())
     }
 
+    /// iptables-restore lines that leave exactly one jump per hook, given the jumps present.
+    fn hook_fixes(jumps: &[String]) -> String {
+        let mut out = String::new();
+        for hook in HOOKS {
+            match jumps.iter().filter(|j| *j == hook).count() {
+                0 => out += &format!("-I {hook} 1 -j {ENTRY_CHAIN}\n"),
+                n => {
+                    for _ in 1..n {
+                        out += &format!("-D {hook} -j {ENTRY_CHAIN}\n");
+                    }
+                }
+            }
+        }
+        out
+    }
+
     fn destroy(&mut self, names: Vec<String>) {
         let mut keep = Vec::new();
         for name in names {
@@ -93,7 +118,9 @@ impl Dataplane for Linux {
     fn read(&mut self) -> Result<KernelView> {
         let sets = self.exec.run("ipset", &["save"], "")?;
         let rules = self.exec.run("iptables-save", &["-t", "filter"], "")?;
-        KernelView::read(&sets, &rules).map_err(Error::Input)
+        let view = KernelView::read(&sets, &rules).map_err(Error::Input)?;
+        self.known_jumps = Some(view.jumps.clone());
+        Ok(view)
     }
 
     fn apply(&mut self, delta: &Delta) -> Result<()> {
@@ -102,12 +129,23 @@ impl Dataplane for Linux {
         self.ipset_restore(&phases.narrow)?;
         self.pause();
         if let Some(chains) = &delta.chains {
-            self.exec.run(
-                "iptables-restore",
-                &["-w", "10", "--noflush"],
-                &render::iptables_chains(chains),
-            )?;
-            self.ensure_jumps()?;
+            let script = render::iptables_chains(chains);
+            match &self.known_jumps {
+                Some(jumps) => {
+                    let fixes = Self::hook_fixes(jumps);
+                    let body = script.strip_suffix("COMMIT\n").unwrap_or(&script);
+                    self.exec.run(
+                        "iptables-restore",
+                        &["-w", "10", "--noflush"],
+                        &format!("{body}{fixes}COMMIT\n"),
+                    )?;
+                    self.known_jumps = Some(HOOKS.iter().map(|h| h.to_string()).collect());
+                }
+                None => {
+                    self.exec.run("iptables-restore", &["-w", "10", "--noflush"], &script)?;
+                    self.ensure_jumps()?;
+                }
+            }
             self.pause();
         }
         self.ipset_restore(&phases.widen)?;
@@ -213,16 +251,15 @@ mod tests {
                 "iptables-restore -w 10 --noflush",
                 "iptables-save -t filter",
                 "iptables-restore -w 10 --noflush",
-                "ipset -exist restore"
             ]
         );
-        // Before the rules: the sets, isolation and exceptions; after them: what allows.
+        // Everything is new: the sets are made and filled before the rules that use them.
         assert!(
             calls[1].1.contains("create ")
                 && calls[1].1.contains("nomatch")
                 && calls[1].1.contains("add azn-x")
         );
-        assert!(!calls[1].1.contains("add azn-i") && calls[5].1.contains("add azn-i"), "{calls:?}");
+        assert!(calls[1].1.contains("add azn-i"), "new sets are filled before any rule uses them");
         assert!(
             calls[4].1.contains("-I FORWARD 1 -j AZURE-NPM")
                 && calls[4].1.contains("-I OUTPUT 1 -j AZURE-NPM")
@@ -235,6 +272,30 @@ mod tests {
         let first_destroy = calls.iter().position(|(l, _)| l.starts_with("ipset destroy")).unwrap();
         let chains = calls.iter().position(|(l, _)| l.starts_with("iptables-restore")).unwrap();
         assert!(chains < first_destroy);
+    }
+
+    #[test]
+    fn after_a_read_the_hooks_are_fixed_in_the_chain_transaction() {
+        let fake = Fake { version: "iptables v1.8.9 (nf_tables)", ..Fake::default() };
+        let mut dp = linux(&fake);
+        dp.read().unwrap();
+        fake.calls.borrow_mut().clear();
+        let delta = Delta { chains: Some(Default::default()), ..Delta::default() };
+        dp.apply(&delta).unwrap();
+        let calls = fake.calls.borrow().clone();
+        assert_eq!(calls.len(), 1, "one transaction, no second save: {calls:?}");
+        assert!(
+            calls[0].1.contains("-I FORWARD 1 -j AZURE-NPM\n-I OUTPUT 1 -j AZURE-NPM\nCOMMIT\n"),
+            "{}",
+            calls[0].1
+        );
+        fake.calls.borrow_mut().clear();
+        dp.apply(&delta).unwrap();
+        assert!(!fake.calls.borrow()[0].1.contains("-I FORWARD"), "known to be in place now");
+        assert_eq!(
+            Linux::hook_fixes(&["FORWARD".into(), "FORWARD".into(), "OUTPUT".into()]),
+            "-D FORWARD -j AZURE-NPM\n"
+        );
     }
 
     #[test]
