@@ -304,3 +304,134 @@ pub fn drift(view: &KernelView, expected: &Ir) -> Vec<&'static str> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+    use policy_compiler::model::Cluster;
+    use policy_compiler::snapshot::Snapshot;
+
+    /// A kernel in memory: applies deltas, can be told to fail, can drift.
+    #[derive(Default)]
+    struct Fake {
+        kernel: Ir,
+        hooked: bool,
+        fail: usize,
+        applies: Vec<Delta>,
+    }
+
+    impl Dataplane for Fake {
+        fn read(&mut self) -> Result<KernelView> {
+            let chains = ["AZURE-NPM", "AZURE-NPM-ACCEPT", "AZURE-NPM-EGRESS", "AZURE-NPM-INGRESS"];
+            Ok(KernelView {
+                ir: kernel_shape(&self.kernel),
+                chains: if self.hooked {
+                    chains.iter().map(|c| c.to_string()).collect()
+                } else {
+                    Default::default()
+                },
+                entry_ok: self.hooked,
+                jumps: if self.hooked { HOOKS.iter().map(|h| h.to_string()).collect() } else { Vec::new() },
+                problems: Vec::new(),
+            })
+        }
+
+        fn apply(&mut self, delta: &Delta) -> Result<()> {
+            if self.fail > 0 {
+                self.fail -= 1;
+                return Err(Error::Failed { program: "iptables-restore".into(), stderr: "scripted".into() });
+            }
+            delta.apply(&mut self.kernel);
+            self.hooked |= delta.chains.is_some();
+            self.applies.push(delta.clone());
+            Ok(())
+        }
+
+        fn cleanup(&mut self) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    fn case(name: &str) -> Cluster {
+        let path = format!("{}/../testdata/policy/{name}.yaml", env!("CARGO_MANIFEST_DIR"));
+        Snapshot::from_yaml(&std::fs::read_to_string(path).unwrap()).unwrap().cluster
+    }
+
+    fn in_step(agent: &Agent<Fake>) -> bool {
+        kernel_shape(&agent.dataplane.kernel) == kernel_shape(agent.desired().unwrap())
+            && agent.dataplane.hooked
+    }
+
+    #[test]
+    fn nothing_is_programmed_before_the_first_snapshot() {
+        let mut agent = Agent::new(Fake::default(), None);
+        agent.handle(Update::Events(vec![Event::DeleteNamespace("x".into())]));
+        assert!(!agent.program().unwrap());
+        assert!(agent.dataplane.applies.is_empty() && !agent.ready.load(Ordering::Relaxed));
+        agent.handle(Update::Snapshot(case("07-ipblock-except")));
+        assert!(agent.program().unwrap());
+        assert!(in_step(&agent) && agent.ready.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn a_single_pod_event_is_programmed_as_its_own_small_delta() {
+        let mut agent = Agent::new(Fake::default(), None);
+        let cluster = case("07-ipblock-except");
+        let mut pod = cluster.pod("y/b").unwrap().clone();
+        agent.handle(Update::Snapshot(cluster));
+        agent.program().unwrap();
+        pod.labels.insert("pod".into(), "bee".into());
+        agent.handle(Update::Events(vec![Event::UpsertPod(pod)]));
+        assert!(agent.program().unwrap());
+        let last = agent.dataplane.applies.last().unwrap();
+        assert!(last.chains.is_none() && last.created.is_empty() && !last.removed.is_empty());
+        assert!(in_step(&agent));
+        assert!(!agent.program().unwrap(), "nothing pending");
+    }
+
+    #[test]
+    fn a_failed_apply_is_retried_from_the_kernels_actual_state() {
+        let mut agent = Agent::new(Fake { fail: 1, ..Fake::default() }, None);
+        agent.handle(Update::Snapshot(case("07-ipblock-except")));
+        assert!(agent.program().is_err());
+        assert!(!agent.ready.load(Ordering::Relaxed));
+        assert!(agent.program().unwrap(), "the retry programs everything");
+        assert!(in_step(&agent));
+    }
+
+    #[test]
+    fn a_restart_adopts_the_kernel_and_destroys_what_is_stale() {
+        let mut first = Agent::new(Fake::default(), None);
+        first.handle(Update::Snapshot(case("07-ipblock-except")));
+        first.program().unwrap();
+        let left = Fake { kernel: first.dataplane.kernel.clone(), hooked: true, ..Fake::default() };
+        let mut second = Agent::new(left, None);
+        second.handle(Update::Snapshot(case("14-policies-or")));
+        second.program().unwrap();
+        assert!(in_step(&second));
+        let only = &second.dataplane.applies;
+        assert_eq!(only.len(), 1);
+        assert!(!only[0].destroyed.is_empty(), "the old policy's sets go");
+        assert!(
+            only[0].created.len() < second.desired().unwrap().sets.len(),
+            "shared sets are kept, not remade"
+        );
+    }
+
+    #[test]
+    fn verification_repairs_drift_and_says_what_drifted() {
+        let mut agent = Agent::new(Fake::default(), None);
+        agent.handle(Update::Snapshot(case("07-ipblock-except")));
+        agent.program().unwrap();
+        assert!(agent.verify().unwrap().is_empty());
+        agent.dataplane.kernel.ingress.clear();
+        agent.dataplane.hooked = false;
+        assert_eq!(agent.verify().unwrap(), ["rules", "hooks"]);
+        assert!(in_step(&agent) && agent.repairs == 1);
+        let name = agent.dataplane.kernel.sets.keys().next().unwrap().clone();
+        agent.dataplane.kernel.sets.get_mut(&name).unwrap().members.clear();
+        assert_eq!(agent.verify().unwrap(), ["sets"]);
+        assert!(in_step(&agent));
+    }
+}
