@@ -49,9 +49,15 @@ pub fn matrix(
 
 /// A table for people: rows are sources, columns destinations, `.` allowed, `X` denied.
 pub fn matrix_table(m: &Matrix) -> String {
+    let title = format!("reachability {}/{} ({:?} engine)", m.protocol, m.port, m.engine);
+    reach_table(&title, &m.results)
+}
+
+/// Rows are sources, columns destinations (numbered, listed below), `.` allowed, `X` denied.
+pub fn reach_table(title: &str, results: &[Reach]) -> String {
     let mut sources: Vec<&str> = Vec::new();
     let mut destinations: Vec<&str> = Vec::new();
-    for r in &m.results {
+    for r in results {
         if !sources.contains(&r.from.as_str()) {
             sources.push(&r.from);
         }
@@ -62,10 +68,7 @@ pub fn matrix_table(m: &Matrix) -> String {
     // Columns in the rows' order (pods, then external addresses).
     destinations.sort_by_key(|d| sources.iter().position(|s| s == d).unwrap_or(usize::MAX));
     let width = sources.iter().chain(&destinations).map(|s| s.len()).max().unwrap_or(4);
-    let mut out = format!(
-        "{} {}/{} ({:?} engine): . allowed, X denied\n",
-        "reachability", m.protocol, m.port, m.engine
-    );
+    let mut out = format!("{title}: . allowed, X denied\n");
     out += &format!("{:width$}", "from \\ to");
     for (i, _) in destinations.iter().enumerate() {
         out += &format!(" {:>3}", i);
@@ -74,7 +77,7 @@ pub fn matrix_table(m: &Matrix) -> String {
     for s in &sources {
         out += &format!("{s:width$}");
         for d in &destinations {
-            let cell = m.results.iter().find(|r| r.from == *s && r.to == *d).map_or("-", |r| {
+            let cell = results.iter().find(|r| r.from == *s && r.to == *d).map_or("-", |r| {
                 if r.allowed {
                     "."
                 } else {

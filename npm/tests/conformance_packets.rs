@@ -22,69 +22,10 @@ use policy_compiler::snapshot::Snapshot;
 const EXTERNAL: &str = "203.0.113.9";
 
 /// TCP: accept and close; UDP: echo. On every port given.
-const SERVE: &str = "\
-import selectors, socket, sys
-sel = selectors.DefaultSelector()
-for kind, ports in (('tcp', sys.argv[1]), ('udp', sys.argv[2])):
-    for p in filter(None, ports.split(',')):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if kind == 'tcp' else socket.SOCK_DGRAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(('0.0.0.0', int(p)))
-        if kind == 'tcp':
-            s.listen(128)
-        s.setblocking(False)
-        sel.register(s, selectors.EVENT_READ, kind)
-print('ready', flush=True)
-while True:
-    for key, _ in sel.select():
-        try:
-            if key.data == 'tcp':
-                key.fileobj.accept()[0].close()
-            else:
-                data, peer = key.fileobj.recvfrom(512)
-                key.fileobj.sendto(data, peer)
-        except OSError:
-            pass
-";
+const SERVE: &str = include_str!("../../testdata/probe/serve.py");
 
 /// Reads [[protocol, address, port], ...] and prints whether each got through, all at once.
-/// A refused connection got through (policy let the packet reach the host).
-const PROBE: &str = "\
-import json, socket, sys, threading
-src = sys.argv[1]
-probes = json.load(sys.stdin)
-out = [False] * len(probes)
-def probe(i, proto, dst, port):
-    try:
-        if proto == 'TCP':
-            s = socket.socket()
-            s.settimeout(1.5)
-            s.bind((src, 0))
-            s.connect((dst, port))
-            out[i] = True
-        else:
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            s.bind((src, 0))
-            s.settimeout(0.5)
-            for _ in range(3):
-                s.sendto(b'probe', (dst, port))
-                try:
-                    s.recvfrom(64)
-                    out[i] = True
-                    return
-                except socket.timeout:
-                    pass
-    except ConnectionRefusedError:
-        out[i] = True
-    except OSError:
-        pass
-threads = [threading.Thread(target=probe, args=(i, *p)) for i, p in enumerate(probes)]
-for t in threads:
-    t.start()
-for t in threads:
-    t.join()
-print(json.dumps(out))
-";
+const PROBE: &str = include_str!("../../testdata/probe/probe.py");
 
 fn cases() -> Vec<(String, String)> {
     let dir = format!("{}/../testdata/policy", env!("CARGO_MANIFEST_DIR"));

@@ -44,5 +44,5 @@ export GOCACHE="$out/gocache"
 make gen_openapi >&2
 go build -o "$out/kube-apiserver.tmp" ./cmd/kube-apiserver >&2
 mv "$out/kube-apiserver.tmp" "$out/kube-apiserver"
-rm -rf "$work"
+rm -rf "$work" "$GOCACHE"
 echo "$out/kube-apiserver"

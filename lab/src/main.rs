@@ -1,0 +1,250 @@
+//! azure-lab: a whole Azure node data path in network namespaces, from Kubernetes YAML.
+
+mod net;
+mod objects;
+mod probe;
+mod spec;
+mod state;
+mod up;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use policy_compiler::compile::compile_for;
+use policy_compiler::model::{Cluster, Protocol};
+use policy_compiler::readback::{kernel_shape, KernelView};
+use serde::Serialize;
+
+use crate::state::State;
+
+#[derive(Parser)]
+#[command(
+    name = "azure-lab",
+    version,
+    about = "A local Azure VNet in network namespaces: nodes, the host agent, pods attached through \
+             azure-vnet, azure-npm per node, and real TCP/UDP probes",
+    long_about = None
+)]
+struct Cli {
+    /// Lab name (several labs can run side by side); its files live in /run/azure-lab/NAME
+    #[arg(long, global = true, default_value = "lab")]
+    name: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build the lab from multi-document Kubernetes YAML (Nodes with InternalIP, Namespaces, Pods
+    /// with spec.nodeName, labels, container ports and optional status.podIP, NetworkPolicies)
+    Up {
+        /// YAML files, read as one (repeatable)
+        #[arg(long, required = true)]
+        objects: Vec<PathBuf>,
+        /// A host outside the VNet, behind the lab's router (repeatable)
+        #[arg(long = "external")]
+        externals: Vec<IpAddr>,
+        /// Extra PROTOCOL/PORT every pod and external serves, e.g. TCP/8080 (TCP/80 and UDP/80 always)
+        #[arg(long = "serve")]
+        serve: Vec<String>,
+    },
+    /// Try a real connection between every pair and print the matrix
+    Probe {
+        #[arg(long, value_enum, default_value = "TCP")]
+        protocol: ProtocolArg,
+        #[arg(long, default_value = "80")]
+        port: u16,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+        /// Compare with the compiled engine's verdicts; exit 1 on any difference
+        #[arg(long)]
+        expect: bool,
+    },
+    /// Apply changed objects (pod labels, namespaces, policies) and wait until every node's
+    /// agent has programmed them
+    Apply {
+        /// YAML files, read as one (repeatable): the whole desired state, not a patch
+        #[arg(long, required = true)]
+        objects: Vec<PathBuf>,
+    },
+    /// Stop every process and remove every namespace and file of the lab (also after a crash)
+    Down,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ProtocolArg {
+    #[value(name = "TCP", alias = "tcp")]
+    Tcp,
+    #[value(name = "UDP", alias = "udp")]
+    Udp,
+}
+
+#[derive(Serialize)]
+struct Matrix<'a> {
+    protocol: String,
+    port: u16,
+    engine: &'static str,
+    results: &'a [policy_compiler::reach::Reach],
+}
+
+fn read(path: &PathBuf) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn read_all(paths: &[PathBuf]) -> Result<String, String> {
+    let texts = paths.iter().map(read).collect::<Result<Vec<_>, _>>()?;
+    Ok(texts.join("\n---\n"))
+}
+
+fn parse_serve(list: &[String]) -> Result<Vec<(bool, u16)>, String> {
+    let mut out = vec![(true, 80), (false, 80)];
+    for s in list {
+        let (proto, port) =
+            s.split_once('/').ok_or_else(|| format!("--serve {s}: expected PROTOCOL/PORT"))?;
+        let port: u16 = port.parse().map_err(|_| format!("--serve {s}: bad port"))?;
+        match Protocol::parse(proto) {
+            Some(Protocol::Tcp) => out.push((true, port)),
+            Some(Protocol::Udp) => out.push((false, port)),
+            _ => return Err(format!("--serve {s}: TCP or UDP")),
+        }
+    }
+    Ok(out)
+}
+
+/// The objects the agents read now.
+fn current(state: &State) -> Result<Cluster, String> {
+    spec::load(&read(&state.dir.join("objects/cluster.yaml"))?)
+}
+
+/// Waits until every node's kernel holds that node's compiled view of `cluster`.
+fn wait_programmed(state: &State, cluster: &Cluster) -> Result<(), String> {
+    for n in &state.nodes {
+        let expected = kernel_shape(&compile_for(cluster, Some(&n.name)));
+        net::wait(
+            &format!("azure-npm on {} to program the change", n.name),
+            Duration::from_secs(30),
+            || {
+                let (Ok(sets), Ok(rules)) = (
+                    net::exec(&n.netns, &["ipset", "save"]),
+                    net::exec(&n.netns, &["iptables-save", "-t", "filter"]),
+                ) else {
+                    return false;
+                };
+                KernelView::read(&sets, &rules).is_ok_and(|v| v.ir == expected)
+            },
+        )?;
+    }
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<bool, String> {
+    match cli.command {
+        Command::Up { objects, externals, serve } => {
+            let text = read_all(&objects)?;
+            let plan = spec::plan(spec::load(&text)?, &externals)?;
+            let ports = parse_serve(&serve)?;
+            let state = match up::up(&cli.name, &plan, &text, &ports) {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = state::down(&cli.name);
+                    return Err(format!("{e} (the partial lab was removed)"));
+                }
+            };
+            wait_programmed(&state, &current(&state)?)?;
+            println!(
+                "lab {} is up: {} nodes, {} pods, VNet {} (gateway {}); files in {}",
+                cli.name,
+                state.nodes.len(),
+                state.pods.len(),
+                plan.subnet,
+                plan.gateway,
+                state.dir.display()
+            );
+            for p in &state.pods {
+                println!(
+                    "  {:<24} {:<16} on {}",
+                    p.key,
+                    p.ip.map(|i| i.to_string()).unwrap_or_default(),
+                    p.node
+                );
+            }
+        }
+        Command::Probe { protocol, port, output, expect } => {
+            let state = State::load(&cli.name)?;
+            let cluster = current(&state)?;
+            let protocol = match protocol {
+                ProtocolArg::Tcp => Protocol::Tcp,
+                ProtocolArg::Udp => Protocol::Udp,
+            };
+            let (got, expected) = probe::probe(&state, &cluster, protocol, port)?;
+            let m = Matrix { protocol: protocol.to_string(), port, engine: "lab", results: &got };
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&m).map_err(|e| e.to_string())?),
+                Output::Table => print!(
+                    "{}",
+                    npm::debug::reach_table(&format!("real connections {protocol}/{port}"), &got)
+                ),
+            }
+            if expect {
+                let diff = probe::differences(&got, &expected);
+                if !diff.is_empty() {
+                    eprintln!("{} of {} pairs differ from the compiled engine:", diff.len(), got.len());
+                    for d in &diff {
+                        eprintln!("  {d}");
+                    }
+                    return Ok(false);
+                }
+                eprintln!("all {} pairs match the compiled engine", got.len());
+            }
+        }
+        Command::Apply { objects } => {
+            let state = State::load(&cli.name)?;
+            let text = read_all(&objects)?;
+            let new = spec::load(&text)?;
+            let before = current(&state)?;
+            let keys = |c: &Cluster| c.pods.iter().map(|p| (p.key(), p.node.clone())).collect::<Vec<_>>();
+            let (mut a, mut b) = (keys(&before), keys(&new));
+            a.sort();
+            b.sort();
+            if a != b {
+                return Err("apply changes labels, namespaces and policies; to add, remove or move pods, \
+                            bring the lab down and up again"
+                    .into());
+            }
+            let ips: BTreeMap<String, std::net::Ipv4Addr> =
+                state.pods.iter().filter_map(|p| Some((p.key.clone(), p.ip?))).collect();
+            let published = objects::with_pod_ips(&text, &ips)?;
+            objects::publish(&state.dir.join("objects"), &published)?;
+            wait_programmed(&state, &spec::load(&published)?)?;
+            let names: Vec<String> = objects.iter().map(|o| o.display().to_string()).collect();
+            println!("applied {}: every node's agent has programmed it", names.join(" + "));
+        }
+        Command::Down => {
+            let n = state::down(&cli.name)?;
+            println!("lab {} is down ({n} namespaces removed)", cli.name);
+        }
+    }
+    Ok(true)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("azure-lab: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

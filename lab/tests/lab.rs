@@ -1,0 +1,212 @@
+//! azure-lab as a user runs it: the three-node app before and after its policies, every
+//! conformance case in turn on one lab, and `down` after the lab itself was killed mid-way.
+//! Each compares the host (root namespace links, iptables, ipsets, the lab's namespaces and
+//! files) before and after.
+
+use std::path::Path;
+use std::process::Command;
+
+const LAB: &str = env!("CARGO_BIN_EXE_azure-lab");
+
+fn root() -> String {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    assert!(
+        status.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")),
+        "the lab builds network namespaces and needs root: sudo scripts/test.sh"
+    );
+    String::new()
+}
+
+fn testdata(path: &str) -> String {
+    format!("{}/../testdata/{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn lab(name: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(LAB).args(["--name", name]).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn ok(name: &str, args: &[&str]) -> String {
+    let (ok, out, err) = lab(name, args);
+    assert!(ok, "azure-lab {args:?}:\n{out}\n{err}");
+    out
+}
+
+/// What the host looks like, as far as a lab could change it.
+fn host(name: &str) -> String {
+    let run = |p: &str, a: &[&str]| {
+        String::from_utf8_lossy(&Command::new(p).args(a).output().unwrap().stdout).into_owned()
+    };
+    let links: Vec<String> = run("ip", &["-o", "link", "show"])
+        .lines()
+        .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        .collect();
+    let rules: Vec<String> =
+        run("iptables-save", &[]).lines().filter(|l| !l.starts_with('#')).map(str::to_string).collect();
+    let prefix = format!("azl-{name}-");
+    let netns: Vec<String> = run("ip", &["netns", "list"])
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .map(str::to_string)
+        .collect();
+    let files = Path::new("/run/azure-lab").join(name).exists();
+    format!(
+        "links {links:?}\nrules {rules:?}\nsets {}\nnetns {netns:?}\nfiles {files}",
+        run("ipset", &["list", "-n"])
+    )
+}
+
+/// Brings the lab down when the test ends, however it ends.
+struct Down(String);
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let _ = lab(&self.0, &["down"]);
+    }
+}
+
+fn probe_all(name: &str, checks: &[(&str, &str)]) {
+    for (protocol, port) in checks {
+        let (ok, out, err) = lab(name, &["probe", "--protocol", protocol, "--port", port, "--expect"]);
+        assert!(
+            ok,
+            "{protocol}/{port}: the lab's connections differ from the compiled engine:\n{out}\n{err}"
+        );
+    }
+}
+
+#[test]
+fn the_app_on_three_nodes_before_and_after_its_policies() {
+    root();
+    let name = format!("app{}", std::process::id());
+    let before = host(&name);
+    let _down = Down(name.clone());
+    let app = testdata("lab/app.yaml");
+    let up = ok(
+        &name,
+        &[
+            "up",
+            "--objects",
+            &app,
+            "--external",
+            "203.0.113.9",
+            "--serve",
+            "TCP/8080",
+            "--serve",
+            "TCP/5432",
+            "--serve",
+            "UDP/53",
+        ],
+    );
+    assert!(up.contains("3 nodes, 5 pods"), "{up}");
+    assert!(up.contains("10.240.1.10") && up.contains("10.240.1.30"), "requested addresses honoured:\n{up}");
+    let checks = [("TCP", "80"), ("TCP", "8080"), ("TCP", "5432"), ("UDP", "53")];
+    probe_all(&name, &checks);
+    let open = ok(&name, &["probe", "--protocol", "TCP", "--port", "5432", "--output", "json"]);
+    let m: serde_json::Value = serde_json::from_str(&open).unwrap();
+    assert_eq!(m["engine"], "lab");
+    assert!(m["results"].as_array().unwrap().iter().all(|r| r["allowed"] == true), "no policy yet: all open");
+
+    ok(&name, &["apply", "--objects", &app, "--objects", &testdata("lab/policies.yaml")]);
+    probe_all(&name, &checks);
+    let closed = ok(&name, &["probe", "--protocol", "TCP", "--port", "5432", "--output", "json"]);
+    let m: serde_json::Value = serde_json::from_str(&closed).unwrap();
+    let allowed = |from: &str, to: &str| {
+        m["results"].as_array().unwrap().iter().find(|r| r["from"] == from && r["to"] == to).unwrap()
+            ["allowed"]
+            == true
+    };
+    assert!(allowed("backend/api-1", "db/postgres") && !allowed("frontend/web-1", "db/postgres"));
+
+    let (refused, _, err) = lab(&name, &["apply", "--objects", &testdata("policy/07-ipblock-except.yaml")]);
+    assert!(!refused && err.contains("down and up again"), "{err}");
+
+    ok(&name, &["down"]);
+    assert_eq!(host(&name), before, "down left the host changed");
+}
+
+#[test]
+fn every_conformance_case_in_turn_on_one_lab() {
+    root();
+    let name = format!("cases{}", std::process::id());
+    let before = host(&name);
+    let _down = Down(name.clone());
+    let dir = testdata("policy");
+    let mut cases: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .filter(|p| p.ends_with(".yaml"))
+        .collect();
+    cases.sort();
+    ok(
+        &name,
+        &[
+            "up",
+            "--objects",
+            &cases[0],
+            "--external",
+            "203.0.113.9",
+            "--serve",
+            "TCP/81",
+            "--serve",
+            "TCP/82",
+            "--serve",
+            "UDP/53",
+            "--serve",
+            "UDP/81",
+        ],
+    );
+    for case in &cases {
+        ok(&name, &["apply", "--objects", case]);
+        let text = std::fs::read_to_string(case).unwrap();
+        let mut checks = vec![("TCP".to_string(), "80".to_string()), ("UDP".to_string(), "80".to_string())];
+        for line in text.lines().filter(|l| l.trim_start().starts_with("- {protocol:")) {
+            let field = |key: &str| {
+                let rest = &line[line.find(key).unwrap() + key.len()..];
+                rest.split([',', '}']).next().unwrap().trim().to_string()
+            };
+            let check = (field("protocol:"), field("port:"));
+            if check.0 != "SCTP" && !checks.contains(&check) {
+                checks.push(check);
+            }
+        }
+        for (protocol, port) in &checks {
+            let (good, out, err) = lab(&name, &["probe", "--protocol", protocol, "--port", port, "--expect"]);
+            assert!(good, "{case} {protocol}/{port}:\n{out}\n{err}");
+        }
+    }
+    ok(&name, &["down"]);
+    assert_eq!(host(&name), before, "down left the host changed");
+}
+
+#[test]
+fn down_cleans_up_after_the_lab_itself_was_killed() {
+    root();
+    let name = format!("crash{}", std::process::id());
+    let before = host(&name);
+    let _down = Down(name.clone());
+    let mut up = Command::new(LAB)
+        .args(["--name", &name, "up", "--objects", &testdata("lab/app.yaml")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed once some of the lab exists (its namespaces are recorded before they are made).
+    let prefix = format!("azl-{name}-");
+    let start = std::time::Instant::now();
+    while !String::from_utf8_lossy(&Command::new("ip").args(["netns", "list"]).output().unwrap().stdout)
+        .contains(&format!("{prefix}n1"))
+    {
+        assert!(start.elapsed().as_secs() < 30, "the lab never got to its second node");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    up.kill().unwrap();
+    up.wait().unwrap();
+    assert_ne!(host(&name), before, "the killed lab left nothing to clean up, so this test proves nothing");
+    ok(&name, &["down"]);
+    assert_eq!(host(&name), before, "down after a crash left the host changed");
+}
