@@ -46,10 +46,10 @@ enum Command {
         #[arg(long, default_value = "1000")]
         interval_ms: u64,
         /// How often the kernel is read back and drift repaired
-        #[arg(long, default_value = "10")]
+        #[arg(long, env = "AZURE_NPM_VERIFY_INTERVAL_SECS", default_value = "10")]
         verify_interval_secs: u64,
         /// Prometheus /metrics, /healthz and /readyz ("off" to disable)
-        #[arg(long, default_value = "0.0.0.0:10091")]
+        #[arg(long, env = "AZURE_NPM_METRICS_ADDR", default_value = "0.0.0.0:10091")]
         metrics_addr: String,
         /// Program once and exit
         #[arg(long)]

@@ -26,6 +26,15 @@ use policy_compiler::model::Cluster;
 use super::Update;
 use crate::metrics as m;
 
+/// Everything the agent asks of the API server: (API group, resource, verbs). The RBAC in
+/// `manifests/azure-npm-rbac.yaml` must grant exactly this (a test checks).
+pub const API_ACCESS: [(&str, &str, &[&str]); 4] = [
+    ("", "namespaces", &["list", "watch"]),
+    ("", "pods", &["list", "watch"]),
+    ("", "nodes", &["list", "watch"]),
+    ("networking.k8s.io", "networkpolicies", &["list", "watch"]),
+];
+
 /// A change of one kind, converted to the model (`None`: the object did not convert).
 enum Change {
     Init(Kind),
