@@ -1,19 +1,49 @@
 #!/bin/sh
-# The demo. The full multi-node lab (pods attached through azure-vnet, azure-npm enforcing with
-# real packets) arrives with the lab issue; until then this shows the policy engine on a
-# 3-namespace, 9-pod snapshot: the matrix before and after a policy, and one explained verdict.
+# The demo, one command on a fresh Debian machine (as root, Rust toolchain present): installs the
+# OS packages, builds, brings up a 3-node lab (an Azure VNet in network namespaces: host-agent
+# emulators, pods attached through azure-vnet + azure-vnet-ipam, azure-npm on every node),
+# probes real connections before and after the app's policies, explains a few verdicts from the
+# kernel's own state, scrapes /metrics, and tears everything down (also on Ctrl-C or failure).
 set -eu
 cd "$(dirname "$0")/.."
-cargo build --quiet --release -p npm
-npm=target/release/azure-npm
-echo "== No policies: every pod reaches every pod (TCP/80) =="
-$npm debug reachability --objects testdata/policy/00-no-policies.yaml --protocol TCP --port 80 --external 203.0.113.9
-echo
-echo "== x/a admits only pod b of namespace y (testdata/policy/04-...) =="
-$npm debug reachability --objects testdata/policy/04-namespace-and-pod-selector-and.yaml --protocol TCP --port 80 --external 203.0.113.9
-echo
-echo "== Why is y/a -> x/a denied? =="
-$npm debug explain --objects testdata/policy/04-namespace-and-pod-selector-and.yaml --from y/a --to x/a --protocol TCP --port 80
-echo
-echo "The network-namespace lab (real pods, real packets) is not built yet; the CNI plugins are"
-echo "exercised end to end by: sudo cargo test -p cni --test vnet_lab -- --nocapture"
+if [ "$(id -u)" -ne 0 ]; then
+    echo "demo.sh: the lab builds network namespaces; run: sudo scripts/demo.sh" >&2
+    exit 1
+fi
+scripts/install-deps.sh
+echo "== building (debug, the plugins, the agent and the lab)"
+cargo build --quiet --locked -p cni -p npm -p lab --bins
+bin="$PWD/target/debug"
+lab() { "$bin/azure-lab" --name demo "$@"; }
+lab down >/dev/null 2>&1 || true # left over from an interrupted run
+trap 'lab down >/dev/null 2>&1 || true' EXIT INT TERM
+say() { printf '\n== %s\n' "$*"; }
+
+say "a 3-node lab with a frontend, a backend and a database (testdata/lab/app.yaml)"
+lab up --objects testdata/lab/app.yaml --external 203.0.113.9 --serve TCP/8080 --serve TCP/5432
+
+say "no policies yet: every pair connects (real TCP connections to the API port 8080)"
+lab probe --protocol TCP --port 8080
+
+say "applying testdata/lab/policies.yaml: api only from the frontend's web pods, db only from the backend"
+lab apply --objects testdata/lab/app.yaml --objects testdata/lab/policies.yaml
+for port in 8080 5432; do
+    say "TCP/$port after the policies (checked against the compiled engine with --expect)"
+    lab probe --protocol TCP --port "$port" --expect
+done
+
+objects=/run/azure-lab/demo/objects/cluster.yaml
+say "why? azure-npm debug explain, judged from the policies and from node-3's kernel (--dataplane)"
+lab exec --node node-3 -- "$bin/azure-npm" debug explain --objects "$objects" \
+    --from backend/api-1 --to db/postgres --protocol TCP --port 5432 --dataplane
+lab exec --node node-3 -- "$bin/azure-npm" debug explain --objects "$objects" \
+    --from frontend/web-1 --to db/postgres --protocol TCP --port 5432 --dataplane
+lab exec --node node-2 -- "$bin/azure-npm" debug explain --objects "$objects" \
+    --from frontend/web-2 --to backend/api-1 --protocol TCP --port 8080 --dataplane
+
+say "node-3's azure-npm metrics (http://127.0.0.1:10091/metrics inside the node)"
+lab metrics --node node-3 | grep -v -e _bucket -e '^# '
+
+say "tearing down"
+lab down
+trap - EXIT INT TERM

@@ -71,6 +71,20 @@ enum Command {
         #[arg(long, required = true)]
         objects: Vec<PathBuf>,
     },
+    /// Run a command in a node's namespace (e.g. azure-npm debug explain --dataplane, iptables-save)
+    Exec {
+        #[arg(long)]
+        node: String,
+        #[arg(trailing_var_arg = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Print a node's azure-npm metrics (lines starting with PREFIX, default npm_)
+    Metrics {
+        #[arg(long)]
+        node: String,
+        #[arg(long, default_value = "npm_")]
+        prefix: String,
+    },
     /// Stop every process and remove every namespace and file of the lab (also after a crash)
     Down,
 }
@@ -119,6 +133,16 @@ fn parse_serve(list: &[String]) -> Result<Vec<(bool, u16)>, String> {
         }
     }
     Ok(out)
+}
+
+fn node_netns(state: &State, node: &str) -> Result<String, String> {
+    let names: Vec<&str> = state.nodes.iter().map(|n| n.name.as_str()).collect();
+    state
+        .nodes
+        .iter()
+        .find(|n| n.name == node)
+        .map(|n| n.netns.clone())
+        .ok_or_else(|| format!("no node {node} in the lab (nodes: {})", names.join(", ")))
 }
 
 /// The objects the agents read now.
@@ -228,6 +252,27 @@ fn run(cli: Cli) -> Result<bool, String> {
             wait_programmed(&state, &spec::load(&published)?)?;
             let names: Vec<String> = objects.iter().map(|o| o.display().to_string()).collect();
             println!("applied {}: every node's agent has programmed it", names.join(" + "));
+        }
+        Command::Exec { node, command } => {
+            let state = State::load(&cli.name)?;
+            let ns = node_netns(&state, &node)?;
+            let status = std::process::Command::new("ip")
+                .args(["netns", "exec", &ns])
+                .args(&command)
+                .env("AZURE_LAB_OBJECTS", state.dir.join("objects/cluster.yaml"))
+                .status()
+                .map_err(|e| format!("{}: {e}", command[0]))?;
+            return Ok(status.success());
+        }
+        Command::Metrics { node, prefix } => {
+            let state = State::load(&cli.name)?;
+            let (status, body) = net::http_get(&node_netns(&state, &node)?, up::METRICS_PORT, "/metrics")?;
+            if !status.contains("200") {
+                return Err(format!("/metrics on {node}: {status}"));
+            }
+            for line in body.lines().filter(|l| l.starts_with(&prefix)) {
+                println!("{line}");
+            }
         }
         Command::Down => {
             let n = state::down(&cli.name)?;
