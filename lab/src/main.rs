@@ -177,6 +177,9 @@ fn run(cli: Cli) -> Result<bool, String> {
             let text = read_all(&objects)?;
             let plan = spec::plan(spec::load(&text)?, &externals)?;
             let ports = parse_serve(&serve)?;
+            if State::dir_of(&cli.name).join("lab.json").exists() {
+                return Err(format!("lab {:?} is already up (azure-lab --name {0} down)", cli.name));
+            }
             let state = match up::up(&cli.name, &plan, &text, &ports) {
                 Ok(s) => s,
                 Err(e) => {

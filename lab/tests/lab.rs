@@ -104,6 +104,8 @@ fn the_app_on_three_nodes_before_and_after_its_policies() {
     );
     assert!(up.contains("3 nodes, 5 pods"), "{up}");
     assert!(up.contains("10.240.1.10") && up.contains("10.240.1.30"), "requested addresses honoured:\n{up}");
+    let (again, _, err) = lab(&name, &["up", "--objects", &app]);
+    assert!(!again && err.contains("already up"), "{err}");
     let checks = [("TCP", "80"), ("TCP", "8080"), ("TCP", "5432"), ("UDP", "53")];
     probe_all(&name, &checks);
     let open = ok(&name, &["probe", "--protocol", "TCP", "--port", "5432", "--output", "json"]);

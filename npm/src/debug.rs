@@ -218,9 +218,13 @@ pub fn explanation_text(e: &Explanation) -> String {
     if let Some(k) = &e.dataplane {
         let agree = if k.allowed == e.allowed { "agrees" } else { "DISAGREES" };
         out += &format!("  kernel ({}) {agree}", if k.allowed { "allows" } else { "denies" });
-        let marked: Vec<&String> = k.trace.egress_allowed_by.iter().chain(&k.trace.ingress_allowed_by).collect();
+        let marked: Vec<&String> =
+            k.trace.egress_allowed_by.iter().chain(&k.trace.ingress_allowed_by).collect();
         if !marked.is_empty() {
-            out += &format!(": allowed by \"{}\"", marked.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\", \""));
+            out += &format!(
+                ": allowed by \"{}\"",
+                marked.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\", \"")
+            );
         }
         if let Some(r) = &k.trace.accepted_by {
             out += &format!(": accepted by \"{r}\"");
