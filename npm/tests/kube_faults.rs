@@ -8,9 +8,6 @@ use std::process::Stdio;
 
 use common::fake_api::{FakeApi, Step, NAMESPACES, NODES, PODS, POLICIES};
 use common::{metric, wait_for, Netns, NPM};
-use policy_compiler::compile::compile;
-use policy_compiler::readback::kernel_shape;
-use policy_compiler::snapshot::Snapshot;
 use serde_json::Value;
 
 fn json(yaml: &str) -> Value {
@@ -28,12 +25,6 @@ fn pod(name: &str, ip: &str, version: u64) -> String {
         "kind: Pod\nmetadata: {{name: {name}, namespace: x, labels: {{pod: {name}}}, resourceVersion: '{version}'}}\n\
          spec: {{containers: [{{name: c, image: none}}]}}\nstatus: {{podIP: {ip}}}"
     )
-}
-
-fn kernel_is(ns: &Netns, docs: &[&str]) -> bool {
-    let cluster = Snapshot::from_yaml(&docs.join("\n---\n")).unwrap().cluster;
-    let view = ns.kernel();
-    view.ir == kernel_shape(&compile(&cluster)) && view.wired(&["FORWARD", "OUTPUT"])
 }
 
 #[test]
@@ -66,7 +57,7 @@ fn refused_lists_gone_watches_and_torn_connections() {
     assert!(!ns.run(&["iptables-save", "-t", "filter"]).contains("AZURE-NPM"), "{}", agent_log());
     assert!(!ns.http_get(10091, "/readyz").unwrap().0.contains("200"), "ready before programming");
     api.with(|s| s.resources.get_mut(NODES).unwrap().refuse_lists = false);
-    wait_for("the first program", 30, || kernel_is(&ns, &[NS_X, DENY, &a]));
+    wait_for("the first program", 30, || ns.holds(&[NS_X, DENY, &a]));
     assert!(ns.http_get(10091, "/readyz").unwrap().0.contains("200"));
 
     // 410 Gone on the pod watch: the relist shows a/ gone and b/ new.
@@ -77,7 +68,7 @@ fn refused_lists_gone_watches_and_torn_connections() {
         pods.version = 20;
         pods.steps.push_back(Step::Gone);
     });
-    wait_for("the relist after 410 Gone", 30, || kernel_is(&ns, &[NS_X, DENY, &b]));
+    wait_for("the relist after 410 Gone", 30, || ns.holds(&[NS_X, DENY, &b]));
     let (_, text) = ns.http_get(10091, "/metrics").unwrap();
     assert!(metric(&text, "npm_source_relists_total").unwrap_or(0.0) >= 1.0, "{text}");
 
@@ -89,7 +80,7 @@ fn refused_lists_gone_watches_and_torn_connections() {
         policies.version = 5;
         policies.steps.push_back(Step::Event("ADDED", json(ALLOW)));
     });
-    wait_for("a change after a torn watch", 30, || kernel_is(&ns, &[NS_X, DENY, ALLOW, &b]));
+    wait_for("a change after a torn watch", 30, || ns.holds(&[NS_X, DENY, ALLOW, &b]));
     let watches = api.with(|s| s.resources[POLICIES].watches);
     assert!(watches >= 2, "the policy watch was not reopened ({watches})\n{}", agent_log());
 }

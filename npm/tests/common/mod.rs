@@ -76,6 +76,14 @@ impl Netns {
         })
     }
 
+    /// The kernel holds exactly what the compiler makes of these YAML documents, hooks included.
+    pub fn holds(&self, docs: &[&str]) -> bool {
+        let cluster = policy_compiler::snapshot::Snapshot::from_yaml(&docs.join("\n---\n")).unwrap().cluster;
+        let expected = policy_compiler::readback::kernel_shape(&policy_compiler::compile::compile(&cluster));
+        let view = self.kernel();
+        view.ir == expected && view.wired(&["FORWARD", "OUTPUT"])
+    }
+
     /// The agent's rules and sets as the kernel lists them.
     pub fn kernel(&self) -> policy_compiler::readback::KernelView {
         let sets = self.run(&["ipset", "save"]);
