@@ -13,7 +13,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
+use npm::cli::{Output, ProtocolArg};
 use policy_compiler::compile::compile_for;
 use policy_compiler::model::{Cluster, Protocol};
 use policy_compiler::readback::{kernel_shape, KernelView};
@@ -87,20 +88,6 @@ enum Command {
     },
     /// Stop every process and remove every namespace and file of the lab (also after a crash)
     Down,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Output {
-    Table,
-    Json,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum ProtocolArg {
-    #[value(name = "TCP", alias = "tcp")]
-    Tcp,
-    #[value(name = "UDP", alias = "udp")]
-    Udp,
 }
 
 #[derive(Serialize)]
@@ -209,10 +196,10 @@ fn run(cli: Cli) -> Result<bool, String> {
         Command::Probe { protocol, port, output, expect } => {
             let state = State::load(&cli.name)?;
             let cluster = current(&state)?;
-            let protocol = match protocol {
-                ProtocolArg::Tcp => Protocol::Tcp,
-                ProtocolArg::Udp => Protocol::Udp,
-            };
+            let protocol: Protocol = protocol.into();
+            if protocol == Protocol::Sctp {
+                return Err("the lab probes TCP and UDP (these kernels have no SCTP)".into());
+            }
             let (got, expected) = probe::probe(&state, &cluster, protocol, port)?;
             let m = Matrix { protocol: protocol.to_string(), port, engine: "lab", results: &got };
             match output {

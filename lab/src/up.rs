@@ -8,7 +8,7 @@
 //! Pods are attached through the real azure-vnet + azure-vnet-ipam, exec'd with `CNI_*` and the
 //! conflist exactly as a runtime does (`cni::runtime`), in their node's namespace.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
@@ -224,32 +224,18 @@ pub fn up(name: &str, plan: &Plan, objects: &str, extra_ports: &[(bool, u16)]) -
         let got = attach(&mut state, p, plan.subnet.prefix_len(), &bins)?;
         ips.insert(p.key.clone(), got);
     }
-    // Servers: each pod on its container ports and every probed port; the externals likewise.
-    let extra = |tcp: bool| extra_ports.iter().filter(move |e| e.0 == tcp).map(|e| e.1);
+    // Servers: each pod on its container ports and the `--serve` ports; the externals on all.
+    let with_extra = |ports: &mut dyn Iterator<Item = u16>, tcp: bool| -> Vec<u16> {
+        let extra = extra_ports.iter().filter(|e| e.0 == tcp).map(|e| e.1);
+        ports.chain(extra).collect::<BTreeSet<u16>>().into_iter().collect()
+    };
     for (p, s) in plan.pods.iter().zip(state.pods.clone()) {
-        let tcp: Vec<u16> = p
-            .tcp_ports
-            .iter()
-            .copied()
-            .chain(extra(true))
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let udp: Vec<u16> = p
-            .udp_ports
-            .iter()
-            .copied()
-            .chain(extra(false))
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let tcp = with_extra(&mut p.tcp_ports.iter().copied(), true);
+        let udp = with_extra(&mut p.udp_ports.iter().copied(), false);
         serve(&s.netns, &dir.join(format!("{}.serve.log", s.netns)), &tcp, &udp, "0.0.0.0")?;
     }
-    let all_tcp: std::collections::BTreeSet<u16> =
-        plan.pods.iter().flat_map(|p| p.tcp_ports.iter().copied()).chain(extra(true)).collect();
-    let all_udp: std::collections::BTreeSet<u16> =
-        plan.pods.iter().flat_map(|p| p.udp_ports.iter().copied()).chain(extra(false)).collect();
-    let (tcp, udp): (Vec<u16>, Vec<u16>) = (all_tcp.into_iter().collect(), all_udp.into_iter().collect());
+    let tcp = with_extra(&mut plan.pods.iter().flat_map(|p| p.tcp_ports.iter().copied()), true);
+    let udp = with_extra(&mut plan.pods.iter().flat_map(|p| p.udp_ports.iter().copied()), false);
     // One server per external address, so UDP answers come from the address that was asked.
     for e in &plan.externals {
         serve(&state.inet, &dir.join(format!("inet-{e}.serve.log")), &tcp, &udp, &e.to_string())?;

@@ -44,6 +44,8 @@ pub struct Agent<D: Dataplane> {
     policy_added: bool,
     /// The kernel must be read back before the next program (startup, after a failure).
     reread: bool,
+    /// IPv4 members of `programmed` (what `ipset list` shows).
+    entries: usize,
     pub ready: Arc<AtomicBool>,
     pub repairs: u64,
 }
@@ -70,6 +72,7 @@ impl<D: Dataplane> Agent<D> {
             trigger: "snapshot",
             policy_added: false,
             reread: true,
+            entries: 0,
             ready: Arc::new(AtomicBool::new(false)),
             repairs: 0,
         }
@@ -139,7 +142,8 @@ impl<D: Dataplane> Agent<D> {
         }
         let Some(compiler) = self.compiler.as_ref() else { return Ok(false) };
         let desired = compiler.ir();
-        let mut delta = if !self.full && self.pending.len() == 1 {
+        let incremental = !self.full && self.pending.len() == 1;
+        let mut delta = if incremental {
             self.pending.pop().unwrap_or_default()
         } else {
             diff(&self.programmed, desired)
@@ -160,6 +164,15 @@ impl<D: Dataplane> Agent<D> {
         }
         let took = start.elapsed();
         delta.apply(&mut self.programmed);
+        // The entry count follows the delta on the hot path (one pod event); a full diff recounts.
+        self.entries = if incremental {
+            let v4 = |m: &std::collections::BTreeMap<String, std::collections::BTreeSet<_>>| -> usize {
+                m.values().map(|s| s.iter().filter(|x| is_v4(x)).count()).sum()
+            };
+            (self.entries + v4(&delta.added)).saturating_sub(v4(&delta.removed))
+        } else {
+            count_v4(&self.programmed)
+        };
         self.wired = true;
         self.pending.clear();
         self.full = false;
@@ -184,11 +197,10 @@ impl<D: Dataplane> Agent<D> {
 
     fn publish_counts(&self, policies: usize) {
         let shape = &self.programmed;
-        let entries: usize = shape.sets.values().map(|s| s.members.iter().filter(|m| is_v4(m)).count()).sum();
         metrics::gauge!(m::POLICIES).set(policies as f64);
         metrics::gauge!(m::IPTABLES_RULES).set((shape.rule_count() + ENTRY_RULES) as f64);
         metrics::gauge!(m::IPSETS).set(shape.sets.len() as f64);
-        metrics::gauge!(m::IPSET_ENTRIES).set(entries as f64);
+        metrics::gauge!(m::IPSET_ENTRIES).set(self.entries as f64);
     }
 
     fn count_error(&self, e: &crate::error::Error) {
@@ -278,6 +290,10 @@ impl<D: Dataplane> Agent<D> {
 
 /// Rules of the entry chain (`render::iptables_restore`): established, clear marks, 3 jumps.
 pub const ENTRY_RULES: usize = 5;
+
+fn count_v4(ir: &Ir) -> usize {
+    ir.sets.values().map(|s| s.members.iter().filter(|m| is_v4(m)).count()).sum()
+}
 
 fn is_v4(m: &policy_compiler::ir::Member) -> bool {
     use policy_compiler::ir::Member;
@@ -387,6 +403,7 @@ mod tests {
         let last = agent.dataplane.applies.last().unwrap();
         assert!(last.chains.is_none() && last.created.is_empty() && !last.removed.is_empty());
         assert!(in_step(&agent));
+        assert_eq!(agent.entries, count_v4(&agent.programmed), "the entry count follows the delta");
         assert!(!agent.program().unwrap(), "nothing pending");
     }
 

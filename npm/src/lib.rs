@@ -8,6 +8,7 @@
 //! ```
 
 pub mod agent;
+pub mod cli;
 pub mod dataplane;
 pub mod debug;
 pub mod error;

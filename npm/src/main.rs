@@ -7,12 +7,12 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
 use npm::agent::Agent;
+use npm::cli::{Output, ProtocolArg};
 use npm::dataplane::exec::Process;
 use npm::dataplane::linux::Linux;
 use npm::dataplane::Dataplane;
 use npm::debug;
 use npm::source::dir::DirSource;
-use policy_compiler::model::Protocol;
 use policy_compiler::reach::Engine;
 use policy_compiler::readback::KernelView;
 
@@ -65,35 +65,9 @@ enum Command {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum Output {
-    Table,
-    Json,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
 enum EngineArg {
     Compiled,
     Semantic,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum ProtocolArg {
-    #[value(name = "TCP", alias = "tcp")]
-    Tcp,
-    #[value(name = "UDP", alias = "udp")]
-    Udp,
-    #[value(name = "SCTP", alias = "sctp")]
-    Sctp,
-}
-
-impl From<ProtocolArg> for Protocol {
-    fn from(p: ProtocolArg) -> Protocol {
-        match p {
-            ProtocolArg::Tcp => Protocol::Tcp,
-            ProtocolArg::Udp => Protocol::Udp,
-            ProtocolArg::Sctp => Protocol::Sctp,
-        }
-    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]

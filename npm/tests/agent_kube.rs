@@ -6,10 +6,8 @@
 
 mod common;
 
-use std::process::Stdio;
-
 use common::kube::ApiServer;
-use common::{metric, wait_for, Netns, NPM};
+use common::{metric, wait_for, Netns};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
@@ -130,16 +128,7 @@ fn the_agent_follows_a_live_api_server_and_survives_its_outage() {
     }
 
     let log = api.dir.path().join("agent.log");
-    let agent = ns
-        .command(NPM)
-        .args(["start", "--source", "kube", "--kubeconfig", api.agent.to_str().unwrap()])
-        .args(["--verify-interval-secs", "1", "--metrics-addr", "127.0.0.1:10091"])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    ns.children.push(agent);
+    ns.start_kube_agent(&api.agent, &log);
     let agent_log = || std::fs::read_to_string(&log).unwrap_or_default();
     wait_for("the first program from the live API", 30, || kernel_matches(&ns, &docs));
     assert!(!agent_log().contains("forbidden"), "the manifest's RBAC is not enough:\n{}", agent_log());

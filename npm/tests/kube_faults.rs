@@ -4,10 +4,8 @@
 
 mod common;
 
-use std::process::Stdio;
-
 use common::fake_api::{FakeApi, Step, NAMESPACES, NODES, PODS, POLICIES};
-use common::{metric, wait_for, Netns, NPM};
+use common::{metric, wait_for, Netns};
 use serde_json::Value;
 
 fn json(yaml: &str) -> Value {
@@ -40,15 +38,7 @@ fn refused_lists_gone_watches_and_torn_connections() {
     });
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("agent.log");
-    let agent = ns
-        .command(NPM)
-        .args(["start", "--source", "kube", "--kubeconfig", api.kubeconfig(dir.path()).to_str().unwrap()])
-        .args(["--verify-interval-secs", "1", "--metrics-addr", "127.0.0.1:10091"])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    ns.children.push(agent);
+    ns.start_kube_agent(&api.kubeconfig(dir.path()), &log);
     let agent_log = || std::fs::read_to_string(&log).unwrap_or_default();
 
     // Nodes cannot be listed yet: the other lists are done, and still nothing is programmed.

@@ -76,6 +76,20 @@ impl Netns {
         })
     }
 
+    /// Starts `azure-npm start --source kube` here (verifying every second, metrics on
+    /// 127.0.0.1:10091), logging to `log`; it is stopped with the namespace.
+    pub fn start_kube_agent(&mut self, kubeconfig: &std::path::Path, log: &std::path::Path) {
+        let agent = self
+            .command(NPM)
+            .args(["start", "--source", "kube", "--kubeconfig", kubeconfig.to_str().unwrap()])
+            .args(["--verify-interval-secs", "1", "--metrics-addr", "127.0.0.1:10091"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        self.children.push(agent);
+    }
+
     /// The kernel holds exactly what the compiler makes of these YAML documents, hooks included.
     pub fn holds(&self, docs: &[&str]) -> bool {
         let cluster = policy_compiler::snapshot::Snapshot::from_yaml(&docs.join("\n---\n")).unwrap().cluster;
