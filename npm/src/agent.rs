@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use policy_compiler::incremental::{diff, Compiler, Delta, Event};
-use policy_compiler::ir::Ir;
+use policy_compiler::ir::{Ir, Member};
 use policy_compiler::readback::{kernel_shape, KernelView};
 
 use crate::dataplane::linux::HOOKS;
@@ -166,8 +166,8 @@ impl<D: Dataplane> Agent<D> {
         delta.apply(&mut self.programmed);
         // The entry count follows the delta on the hot path (one pod event); a full diff recounts.
         self.entries = if incremental {
-            let v4 = |m: &std::collections::BTreeMap<String, std::collections::BTreeSet<_>>| -> usize {
-                m.values().map(|s| s.iter().filter(|x| is_v4(x)).count()).sum()
+            let v4 = |m: &std::collections::BTreeMap<String, std::collections::BTreeSet<Member>>| -> usize {
+                m.values().map(|s| s.iter().filter(|x| x.is_v4()).count()).sum()
             };
             (self.entries + v4(&delta.added)).saturating_sub(v4(&delta.removed))
         } else {
@@ -292,15 +292,7 @@ impl<D: Dataplane> Agent<D> {
 pub const ENTRY_RULES: usize = 5;
 
 fn count_v4(ir: &Ir) -> usize {
-    ir.sets.values().map(|s| s.members.iter().filter(|m| is_v4(m)).count()).sum()
-}
-
-fn is_v4(m: &policy_compiler::ir::Member) -> bool {
-    use policy_compiler::ir::Member;
-    match m {
-        Member::Ip(ip) | Member::IpPort { ip, .. } => ip.is_ipv4(),
-        Member::Net { net, .. } => net.addr().is_ipv4(),
-    }
+    ir.sets.values().map(|s| s.members.iter().filter(|m| m.is_v4()).count()).sum()
 }
 
 /// How the kernel differs from the expected shape: `sets`, `rules`, `hooks`.

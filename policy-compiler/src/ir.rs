@@ -34,6 +34,16 @@ pub enum Member {
     IpPort { ip: IpAddr, protocol: Protocol, port: u16 },
 }
 
+impl Member {
+    /// IPv4 members are what the Linux dataplane writes (and reads back).
+    pub fn is_v4(&self) -> bool {
+        match self {
+            Member::Ip(ip) | Member::IpPort { ip, .. } => ip.is_ipv4(),
+            Member::Net { net, .. } => net.addr().is_ipv4(),
+        }
+    }
+}
+
 /// Where a set's members come from; pod events are compiled by asking each definition what
 /// the pod contributes (`SetDef::member`).
 #[derive(Debug, Clone, PartialEq, Eq)]

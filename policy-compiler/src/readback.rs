@@ -59,7 +59,7 @@ pub fn kernel_shape(ir: &Ir) -> Ir {
         .sets
         .iter()
         .map(|(name, set)| {
-            let members = set.members.iter().filter(|m| is_v4(m)).cloned().collect();
+            let members = set.members.iter().filter(|m| m.is_v4()).cloned().collect();
             (name.clone(), IpSet { key: String::new(), def: SetDef::Fixed, members, ..set.clone() })
         })
         .collect();
@@ -67,13 +67,6 @@ pub fn kernel_shape(ir: &Ir) -> Ir {
         rules.iter().map(|r| Rule { comment: r.comment.replace('"', "'"), ..r.clone() }).collect()
     };
     Ir { sets, accept: shape(&ir.accept), egress: shape(&ir.egress), ingress: shape(&ir.ingress) }
-}
-
-fn is_v4(m: &Member) -> bool {
-    match m {
-        Member::Ip(ip) | Member::IpPort { ip, .. } => ip.is_ipv4(),
-        Member::Net { net, .. } => net.addr().is_ipv4(),
-    }
 }
 
 fn read_sets(text: &str, view: &mut KernelView) -> Result<(), String> {

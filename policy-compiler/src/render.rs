@@ -37,11 +37,7 @@ fn proto_text(p: Protocol) -> &'static str {
 }
 
 fn member_text(m: &Member) -> Option<String> {
-    let v4 = match m {
-        Member::Ip(ip) | Member::IpPort { ip, .. } => ip.is_ipv4(),
-        Member::Net { net, .. } => net.addr().is_ipv4(),
-    };
-    v4.then(|| match m {
+    m.is_v4().then(|| match m {
         Member::Ip(ip) => ip.to_string(),
         Member::Net { net, nomatch: false } => net.to_string(),
         Member::Net { net, nomatch: true } => format!("{net} nomatch"),

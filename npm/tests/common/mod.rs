@@ -49,6 +49,13 @@ impl Netns {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The agent's process runner, wrapped to run inside this namespace.
+    pub fn process(&self) -> npm::dataplane::exec::Process {
+        npm::dataplane::exec::Process {
+            wrapper: vec!["ip".into(), "netns".into(), "exec".into(), self.name.clone()],
+        }
+    }
+
     /// Runs `f` on a thread that has entered this namespace (sockets it opens live here).
     pub fn enter<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
         let path = format!("/var/run/netns/{}", self.name);
