@@ -8,7 +8,8 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 # containernetworking-plugins: the reference bridge and host-local plugins (interop, benchmarks)
-# iproute2/iputils-ping: network namespaces and probes; ipset/iptables: the dataplane
+# iproute2/iputils-ping: network namespaces and probes; ipset/iptables: the dataplane;
+# nftables: azure-vnet's MAC translation table (bridge mode) and the lab's Azure-faithful VNet
 # etcd-server/openssl: the real API server the agent's tests run against (built by scripts/kube/)
-apt-get install -y -qq containernetworking-plugins iproute2 iputils-ping ipset iptables procps util-linux python3 \
+apt-get install -y -qq containernetworking-plugins iproute2 iputils-ping ipset iptables nftables procps util-linux python3 \
     etcd-server openssl >/dev/null

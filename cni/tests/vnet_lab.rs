@@ -5,23 +5,15 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
-use common::lab::{forget_neighbors, pings, reaches, Lab, INTERNET_HOST, RETRIES, ROUTER};
+use common::lab::{
+    count_from, forget_neighbors, pings, reaches, Lab, Server, GATEWAY, INTERNET_HOST, RETRIES,
+};
 use common::{run, Netns};
 use serde_json::json;
 
 const PODS: usize = 250;
-
-/// A process in a namespace, killed on drop.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 const SERVE: &str = "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
 s.bind(('0.0.0.0',80))\ns.listen(8)\nwhile True:\n  c,a=s.accept()\n  c.sendall(b'hello from pod\\n')\n  c.close()\n";
@@ -38,17 +30,6 @@ fn fetch(from: &Netns, host: &str, port: u16) -> Option<String> {
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
     None
-}
-
-/// Packets the internet host received from `source` (counted by an iptables rule it owns).
-fn count_from(inet: &Netns, source: &str) -> u64 {
-    let out = run(inet.command("iptables-save").args(["-c", "-t", "filter"]));
-    let needle = format!(" -s {source} ");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains(&needle))
-        .filter_map(|l| l.strip_prefix('[')?.split(':').next()?.parse::<u64>().ok())
-        .sum()
 }
 
 /// What the kernel shows about some namespaces, for failure messages.
@@ -108,7 +89,7 @@ fn whole_suite(version: &str) {
     // The node kept its address and connectivity after the bridge took over eth0.
     let bridge = run(Command::new("ip").args(["-n", &n1.ns.name, "-br", "addr", "show", "azure0"]));
     assert!(String::from_utf8_lossy(&bridge.stdout).contains(&format!("{}/16", n1.ip)));
-    assert!(pings(&n1.ns, ROUTER) && pings(&n1.ns, &n2.ip), "node 1 lost the VNet");
+    assert!(pings(&n1.ns, GATEWAY) && pings(&n1.ns, &n2.ip), "node 1 lost the VNet");
 
     let remote: Vec<Netns> = (0..2).map(|i| Netns::new(&format!("b{i}"))).collect();
     let remote_addrs: Vec<String> =
@@ -143,14 +124,14 @@ fn whole_suite(version: &str) {
 
     // Outbound SNAT: the internet host sees node 1's address, never a pod's.
     let node_source = format!("{}/32", n1.ip);
-    run(lab.inet.command("iptables").args(["-A", "INPUT", "-s", &node_source, "-p", "icmp"]));
-    run(lab.inet.command("iptables").args(["-A", "INPUT", "-s", "10.240.1.0/24", "-p", "icmp"]));
+    count_from(&lab.inet, &node_source);
+    count_from(&lab.inet, "10.240.1.0/24");
     for pod in pods.iter().step_by(50) {
         assert!(
             pings(pod, INTERNET_HOST),
             "{} cannot reach the internet host\n{}",
             pod.name,
-            diagnose(&lab, &[pod, &lab.router, &lab.inet])
+            diagnose(&lab, &[pod, &lab.inet])
         );
     }
     assert!(count_from(&lab.inet, &node_source) > 0, "no packet arrived from the node's address");
@@ -179,6 +160,7 @@ fn whole_suite(version: &str) {
     let nat = n1.nat_rules();
     assert!(!nat.contains("-A AZURE-VNET-DNAT"), "pod-specific rules left:\n{nat}");
     assert!(nat.contains("-A AZURE-VNET-SNAT"), "the node-wide SNAT stays");
+    assert_eq!(lab.spoofed(), 0, "the VNet dropped spoofed frames:\n{}", lab.counters());
 }
 
 #[test]

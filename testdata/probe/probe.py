@@ -1,8 +1,10 @@
 # Probes from one source address: reads [[protocol, address, port], ...] on stdin, tries them
 # all at once and prints whether each got through. A refused connection got through (policy let
-# the packet reach the host). Usage: probe.py SOURCE_ADDRESS
+# the packet reach the host), except with `strict`, where only an accepted one does.
+# Usage: probe.py SOURCE_ADDRESS [strict]
 import json, socket, sys, threading
 src = sys.argv[1]
+strict = len(sys.argv) > 2 and sys.argv[2] == 'strict'
 probes = json.load(sys.stdin)
 out = [False] * len(probes)
 def probe(i, proto, dst, port):
@@ -26,7 +28,7 @@ def probe(i, proto, dst, port):
                 except socket.timeout:
                     pass
     except ConnectionRefusedError:
-        out[i] = True
+        out[i] = not strict
     except OSError:
         pass
 threads = [threading.Thread(target=probe, args=(i, *p)) for i, p in enumerate(probes)]

@@ -50,6 +50,14 @@ pub enum Error {
     Iptables(String),
     #[error("CHECK found a difference: {0}")]
     Mismatch(String),
+    #[error("address outside the VNet: {0}")]
+    OutsideVnet(String),
+    /// Teardown goes on past failures and reports them all; the code is the first one's.
+    #[error("{} steps failed: {}", .0.len(), .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    Several(Vec<Error>),
+    /// nf_tables refused a request; `missing` when the table or map does not exist.
+    #[error("nf_tables: {msg}")]
+    Nft { missing: bool, msg: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -80,6 +88,18 @@ impl Error {
             Error::Netlink(_) => 114,
             Error::Iptables(_) => 115,
             Error::Mismatch(_) => 116,
+            Error::OutsideVnet(_) => 117,
+            Error::Nft { .. } => 118,
+            Error::Several(all) => all.first().map_or(5, Error::code),
+        }
+    }
+
+    /// `Ok` when nothing failed, the error itself when one did, `Several` otherwise.
+    pub fn all(mut errors: Vec<Error>) -> Result<()> {
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.remove(0)),
+            _ => Err(Error::Several(errors)),
         }
     }
 

@@ -6,9 +6,11 @@
 use std::path::PathBuf;
 
 use super::config::VnetConfig;
-use super::names;
+use super::mac::Mac;
+use super::mode::Mode;
 use super::netlink::{Link, Netlink};
 use super::state::{NodeRecord, VnetState};
+use super::{names, node, translation};
 use crate::skel::error::{Error, Result};
 use crate::store::Store;
 
@@ -29,14 +31,29 @@ pub async fn ensure(nl: &Netlink, cfg: &VnetConfig, store: &Store, seen: &VnetSt
         return Ok(b);
     }
     let record = match current.node {
-        Some(r) => {
+        Some(r) if cfg.master.as_ref().is_none_or(|m| *m == r.master) => {
             tracing::info!("resuming the takeover of {} by {}", r.master, r.bridge);
             r
+        }
+        Some(r) => {
+            tracing::warn!(
+                "an unfinished takeover of {} does not match master {:?}; undoing it",
+                r.master,
+                cfg.master
+            );
+            revert(nl, &r).await;
+            plan(nl, cfg).await?
         }
         None => plan(nl, cfg).await?,
     };
     save_node(store, &record)?;
-    take_over(nl, &record).await?;
+    if let Err(e) = take_over(nl, &record).await {
+        // A refused takeover must not shape later ADDs: put master back, forget the record.
+        tracing::error!("taking over {} by {} failed: {e}; undoing it", record.master, record.bridge);
+        revert(nl, &record).await;
+        forget_node(store)?;
+        return Err(e);
+    }
     let mut done = record;
     done.ready = true;
     save_node(store, &done)?;
@@ -51,6 +68,9 @@ pub async fn ensure(nl: &Netlink, cfg: &VnetConfig, store: &Store, seen: &VnetSt
 /// The fast path: the record says ready and the kernel agrees.
 async fn ready(nl: &Netlink, cfg: &VnetConfig, state: &VnetState) -> Result<Option<Bridge>> {
     let Some(record) = state.node.as_ref().filter(|n| n.ready) else { return Ok(None) };
+    if record.mode != Mode::Bridge {
+        return Err(node::other_mode(record, Mode::Bridge));
+    }
     if cfg.bridge.as_ref().is_some_and(|b| *b != record.bridge)
         || cfg.master.as_ref().is_some_and(|m| *m != record.master)
     {
@@ -69,7 +89,11 @@ async fn ready(nl: &Netlink, cfg: &VnetConfig, state: &VnetState) -> Result<Opti
     if master.controller != Some(bridge.index) || !bridge.up {
         return Ok(None);
     }
-    Ok(Some(Bridge { link: bridge, record: record.clone() }))
+    let mut record = record.clone();
+    if record.master_mac.is_none() {
+        record.master_mac = Mac::from_slice(&master.mac);
+    }
+    Ok(Some(Bridge { link: bridge, record }))
 }
 
 /// Reads what `master` has now: the plan of the takeover.
@@ -78,10 +102,13 @@ async fn plan(nl: &Netlink, cfg: &VnetConfig) -> Result<NodeRecord> {
         Some(m) => m.clone(),
         None => default_route_link(nl).await?,
     };
-    let master = nl.link(&master_name).await?.ok_or_else(|| {
-        Error::MasterMissing(format!("master {master_name:?} is not an interface on this host"))
-    })?;
+    let master = node::usable_master(nl, &master_name).await?;
     let bridge = cfg.bridge.clone().unwrap_or_else(|| names::default_bridge(master.index));
+    if bridge == master_name {
+        return Err(crate::fields::invalid(format!(
+            "master {master_name:?} is the bridge itself; name the VNet interface"
+        )));
+    }
     let addresses: Vec<_> = nl
         .addresses(Some(master.index))
         .await?
@@ -96,10 +123,19 @@ async fn plan(nl: &Netlink, cfg: &VnetConfig) -> Result<NodeRecord> {
         addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", "),
         routes.len()
     );
-    Ok(NodeRecord { master: master_name, bridge, addresses, routes, ready: false, snat_subnets: Vec::new() })
+    Ok(NodeRecord {
+        mode: Mode::Bridge,
+        master: master_name,
+        master_mac: Mac::from_slice(&master.mac),
+        bridge,
+        addresses,
+        routes,
+        ready: false,
+        snat_subnets: Vec::new(),
+    })
 }
 
-async fn default_route_link(nl: &Netlink) -> Result<String> {
+pub async fn default_route_link(nl: &Netlink) -> Result<String> {
     let routes = nl.routes().await?;
     let oif = routes
         .iter()
@@ -137,7 +173,16 @@ async fn take_over(nl: &Netlink, r: &NodeRecord) -> Result<()> {
     for route in &r.routes {
         nl.add_route(route, bridge.index).await?;
     }
-    set_sysctls(&r.bridge)
+    set_sysctls(&r.bridge)?;
+    install_translation(r)
+}
+
+/// The bridge's MAC translation table (also re-installed when a pod's element finds it missing).
+pub fn install_translation(r: &NodeRecord) -> Result<()> {
+    let mac = r.master_mac.map(|m| m.0).ok_or_else(|| {
+        Error::MasterMissing(format!("the record of {} has no MAC for master {}", r.bridge, r.master))
+    })?;
+    translation::install(&r.bridge, &r.master, &mac, &translation::v4(r.addresses.iter().map(|a| a.addr())))
 }
 
 /// Pods route traffic leaving the VNet through the node (for SNAT) and port mappings DNAT
@@ -157,6 +202,34 @@ fn set_sysctls(bridge: &str) -> Result<()> {
         tracing::info!("set {path} = {value}");
     }
     Ok(())
+}
+
+/// Best effort: master gets its addresses and routes back, the bridge and its table go.
+async fn revert(nl: &Netlink, r: &NodeRecord) {
+    if let Ok(Some(master)) = nl.link(&r.master).await {
+        for a in &r.addresses {
+            let _ = nl.add_address(master.index, *a).await;
+        }
+        if let Err(e) = nl.delete_link(&r.bridge).await {
+            tracing::warn!("could not remove bridge {}: {e}", r.bridge);
+        }
+        let _ = nl.set_up(master.index).await;
+        for route in &r.routes {
+            let _ = nl.add_route(route, master.index).await;
+        }
+    } else {
+        let _ = nl.delete_link(&r.bridge).await;
+    }
+    if let Err(e) = translation::uninstall(&r.bridge) {
+        tracing::warn!("could not remove the translation table of {}: {e}", r.bridge);
+    }
+}
+
+fn forget_node(store: &Store) -> Result<()> {
+    let lock = store.lock()?;
+    let mut state: VnetState = lock.load()?.unwrap_or_default();
+    state.node = None;
+    lock.save(&state)
 }
 
 fn save_node(store: &Store, record: &NodeRecord) -> Result<()> {

@@ -14,6 +14,8 @@ use crate::logging;
 use crate::skel::error::Result;
 use crate::skel::result::Dns;
 
+pub use super::mode::Mode;
+
 pub const DEFAULT_STATE_FILE: &str = "/var/run/azure-vnet.json";
 pub const DEFAULT_LOG_FILE: &str = "/var/log/azure-vnet.log";
 
@@ -70,6 +72,7 @@ pub struct PortMapping {
 
 #[derive(Debug, Clone)]
 pub struct VnetConfig {
+    pub mode: Mode,
     pub master: Option<String>,
     pub bridge: Option<String>,
     pub ipam_type: String,
@@ -90,13 +93,15 @@ impl VnetConfig {
     pub fn parse(config: &Map<String, Value>) -> Result<VnetConfig> {
         let top = Section::new(config, "");
         top.note_unknown(KNOWN_KEYS);
-        match top.string("mode")?.unwrap_or("bridge") {
-            "bridge" => {}
-            "transparent" => {
-                return Err(invalid("mode \"transparent\" is not supported yet; use \"bridge\""))
+        let mode = match top.string("mode")?.unwrap_or("bridge") {
+            "bridge" => Mode::Bridge,
+            "transparent" => Mode::Transparent,
+            other => {
+                return Err(invalid(format!(
+                    "mode {other:?} is unknown (expected \"bridge\" or \"transparent\")"
+                )))
             }
-            other => return Err(invalid(format!("mode {other:?} is unknown (expected \"bridge\")"))),
-        }
+        };
         let master = top.string("master")?.map(str::to_string);
         if let Some(m) = &master {
             check_ifname("master", m)?;
@@ -104,6 +109,14 @@ impl VnetConfig {
         let bridge = top.string("bridge")?.map(str::to_string);
         if let Some(b) = &bridge {
             check_ifname("bridge", b)?;
+            if mode == Mode::Transparent {
+                tracing::debug!("bridge {b:?} is ignored in transparent mode (there is no bridge)");
+            }
+        }
+        if let (Some(m), Some(b)) = (&master, &bridge) {
+            if m == b {
+                return Err(invalid(format!("master {m:?} is the bridge itself; name the VNet interface")));
+            }
         }
         let ipam = Section::new(top.object("ipam")?.ok_or_else(|| invalid("ipam is required"))?, "ipam.");
         let ipam_type = ipam.string("type")?.ok_or_else(|| invalid("ipam.type is required"))?;
@@ -120,6 +133,7 @@ impl VnetConfig {
             None => Vec::new(),
         };
         Ok(VnetConfig {
+            mode,
             master,
             bridge,
             ipam_type: ipam_type.to_string(),
@@ -138,6 +152,9 @@ impl VnetConfig {
 
 /// Interface names: 1–15 bytes, no `/`, `:` or whitespace.
 pub fn check_ifname(field: &str, name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(invalid(format!("{field} is empty")));
+    }
     if name.len() > 15 {
         return Err(invalid(format!("{field} {name:?} is longer than 15 characters")));
     }
@@ -254,7 +271,7 @@ mod tests {
     fn bad_configs_are_code_7_naming_the_problem() {
         let cases: Vec<(&str, Value, &str)> = vec![
             ("mode", json!("macvlan"), "mode"),
-            ("mode", json!("transparent"), "transparent"),
+            ("mode", json!("Bridge"), "mode"),
             ("bridge", json!("a-bridge-name-too-long"), "bridge"),
             ("master", json!("eth/0"), "master"),
             ("ipam", json!({"environment": "azure"}), "ipam.type"),

@@ -101,7 +101,15 @@ pub fn tag(container_id: &str, ifname: &str) -> String {
 }
 
 /// Adds the pod's DNAT rules (host port → pod port), creating the chain and jumps if missing.
-pub fn dnat_add_restore(save: &str, tag: &str, pod_ip: IpAddr, mappings: &[PortMapping]) -> String {
+/// With `masquerade`, the connections are marked so POSTROUTING makes them come from the node
+/// (needed when the pod could answer the client without passing the node).
+pub fn dnat_add_restore(
+    save: &str,
+    tag: &str,
+    pod_ip: IpAddr,
+    mappings: &[PortMapping],
+    masquerade: bool,
+) -> String {
     let mut out = String::from("*nat\n");
     if !has_chain(save, DNAT_CHAIN) {
         out += &format!(":{DNAT_CHAIN} - [0:0]\n");
@@ -113,7 +121,7 @@ pub fn dnat_add_restore(save: &str, tag: &str, pod_ip: IpAddr, mappings: &[PortM
             );
         }
     }
-    if !save.lines().any(|l| l.starts_with("-A POSTROUTING ") && l.contains(RETURN_MARK)) {
+    if masquerade && !save.lines().any(|l| l.starts_with("-A POSTROUTING ") && l.contains(RETURN_MARK)) {
         out += &format!(
             "-A POSTROUTING -m mark --mark {RETURN_MARK} -m comment --comment \"azure-vnet: port mapping return path\" -j MASQUERADE\n"
         );
@@ -125,22 +133,31 @@ pub fn dnat_add_restore(save: &str, tag: &str, pod_ip: IpAddr, mappings: &[PortM
             "-A {DNAT_CHAIN} {dst}-p {proto} -m {proto} --dport {} -m comment --comment \"{tag}\"",
             m.host_port
         );
-        out += &format!("{matcher} -j MARK --set-xmark {RETURN_MARK}\n");
+        if masquerade {
+            out += &format!("{matcher} -j MARK --set-xmark {RETURN_MARK}\n");
+        }
         out += &format!("{matcher} -j DNAT --to-destination {pod_ip}:{}\n", m.container_port);
     }
     out + "COMMIT\n"
 }
 
-/// Deletes every rule carrying `tag`; `None` when there is none.
-pub fn dnat_del_restore(save: &str, tag: &str) -> Option<String> {
+fn tagged<'a>(save: &'a str, tag: &str) -> impl Iterator<Item = &'a str> {
     let prefix = format!("-A {DNAT_CHAIN} ");
     let quoted = format!("\"{tag}\"");
-    let lines: Vec<String> = save
-        .lines()
-        .filter(|l| l.starts_with(&prefix))
-        .filter(|l| l.split_whitespace().any(|w| w == tag || w == quoted))
-        .map(|l| format!("-D{}\n", &l[2..]))
-        .collect();
+    let tag = tag.to_string();
+    save.lines()
+        .filter(move |l| l.starts_with(&prefix))
+        .filter(move |l| l.split_whitespace().any(|w| w == tag || w == quoted))
+}
+
+/// How many DNAT rules carry `tag` (CHECK: one per mapping).
+pub fn dnat_rules_of(save: &str, tag: &str) -> usize {
+    tagged(save, tag).filter(|l| l.contains(" -j DNAT ")).count()
+}
+
+/// Deletes every rule carrying `tag`; `None` when there is none.
+pub fn dnat_del_restore(save: &str, tag: &str) -> Option<String> {
+    let lines: Vec<String> = tagged(save, tag).map(|l| format!("-D{}\n", &l[2..])).collect();
     (!lines.is_empty()).then(|| format!("*nat\n{}COMMIT\n", lines.concat()))
 }
 
@@ -178,6 +195,7 @@ mod tests {
             &t,
             "10.240.0.7".parse().unwrap(),
             &[mapping(8080, 80, Protocol::Tcp), mapping(53, 53, Protocol::Udp)],
+            true,
         );
         assert!(add.contains(":AZURE-VNET-DNAT - [0:0]"));
         assert!(add.contains("-A PREROUTING -m addrtype --dst-type LOCAL"));
@@ -188,6 +206,7 @@ mod tests {
             "{EMPTY}:AZURE-VNET-DNAT - [0:0]\n-A AZURE-VNET-DNAT -p tcp -m tcp --dport 8080 -m comment --comment azure-vnet:c1/eth0 -j DNAT --to-destination 10.240.0.7:80\n\
              -A AZURE-VNET-DNAT -p tcp -m tcp --dport 9090 -m comment --comment \"azure-vnet:c10/eth0\" -j DNAT --to-destination 10.240.0.8:80\n"
         );
+        assert_eq!(dnat_rules_of(&saved, &t), 1);
         let del = dnat_del_restore(&saved, &t).unwrap();
         assert!(del.contains("-D AZURE-VNET-DNAT -p tcp -m tcp --dport 8080"));
         assert!(!del.contains("9090"), "another pod's rule (c10 shares the prefix c1) stays");
@@ -197,6 +216,7 @@ mod tests {
             &tag("c2", "eth0"),
             "10.240.0.9".parse().unwrap(),
             &[mapping(1, 2, Protocol::Tcp)],
+            true,
         );
         assert!(!again.contains(":AZURE-VNET-DNAT"), "never re-declare (that would flush other pods' rules)");
     }

@@ -1,21 +1,31 @@
-//! azure-vnet: the CNI network plugin that puts pods directly on the VNet (bridge mode).
+//! azure-vnet: the CNI network plugin that puts pods directly on the VNet, in bridge or
+//! transparent mode.
 //!
 //! ```text
-//! ADD: config ─▶ bridge::ensure (enslave master, move its addresses/routes; once per node)
-//!        ─▶ IPAM ADD (exec) ─▶ veth (peer born in the pod netns) ─▶ pod address + routes
-//!        ─▶ host side on the bridge ─▶ SNAT (once per subnet) ─▶ port mappings ─▶ record
-//!      any failure undoes the completed steps, newest first
-//! DEL: veth ─▶ port mappings ─▶ record ─▶ IPAM DEL   (each tolerant of "already gone")
+//! ADD: config ─▶ node::prepare (bridge: take over master + MAC translation table; transparent:
+//!        forwarding; once per node) ─▶ IPAM ADD ─▶ mode::Driver::plan (pure: a list of steps)
+//!        ─▶ endpoint record ─▶ step::apply_all on the kernel (undone newest first on failure)
+//! DEL: re-plan from the record ─▶ step::undo_all (going on past failures) ─▶ record ─▶ IPAM DEL
+//! CHECK: re-plan ─▶ every step must still hold      GC: undo what is not listed, orphans too
 //! ```
-//! Netlink lives in `netlink.rs`; iptables rendering is pure in `iptables.rs`.
+//! The kernel sits behind `step::Kernel` (`kernel.rs`: rtnetlink in `netlink.rs`, nf_tables
+//! elements in `nft.rs`, iptables rendering in `iptables.rs`), so plans and rollback are tested
+//! against a recording fake.
 
 pub mod bridge;
 pub mod config;
 pub mod delegate;
 pub mod iptables;
+pub mod kernel;
+pub mod mac;
+pub mod mode;
 pub mod names;
 pub mod netlink;
+pub mod nft;
+pub mod node;
 pub mod plugin;
 pub mod state;
+pub mod step;
+pub mod translation;
 
 pub use plugin::VnetPlugin;

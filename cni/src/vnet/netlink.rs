@@ -10,8 +10,11 @@ use std::path::Path;
 use futures::TryStreamExt;
 use ipnet::IpNet;
 use nix::errno::Errno;
-use rtnetlink::packet_route::address::AddressAttribute;
-use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
+use rtnetlink::packet_route::link::{
+    InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkLayerType, LinkMessage,
+};
+use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState};
 use rtnetlink::packet_route::route::{
     RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
@@ -28,6 +31,17 @@ pub struct Link {
     pub mac: Vec<u8>,
     pub controller: Option<u32>,
     pub up: bool,
+    pub loopback: bool,
+    /// The driver kind (`veth`, `bridge`, …); `None` for plain devices.
+    pub kind: Option<String>,
+}
+
+/// A neighbour (ARP) entry: address, link-layer address, and whether it is permanent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Neighbour {
+    pub ip: IpAddr,
+    pub mac: Vec<u8>,
+    pub permanent: bool,
 }
 
 /// A route as the plugin records and replays it.
@@ -143,9 +157,17 @@ impl Netlink {
         tolerate(r, &[Errno::EEXIST], format_args!("creating bridge {name}"))
     }
 
-    /// Creates a veth pair whose peer is born inside the namespace `peer_ns` with its final name.
-    pub async fn create_veth(&self, host: &str, peer: &str, peer_ns: &File) -> Result<()> {
-        let mut msg = LinkVeth::new(host, peer).build();
+    /// Creates a veth pair whose peer is born inside the namespace `peer_ns` with its final
+    /// name; both ends get the given MACs.
+    pub async fn create_veth(
+        &self,
+        host: &str,
+        host_mac: &[u8],
+        peer: &str,
+        peer_mac: &[u8],
+        peer_ns: &File,
+    ) -> Result<()> {
+        let mut msg = LinkVeth::new(host, peer).address(host_mac.to_vec()).build();
         // The builder's peer message only carries the name; add the target namespace to it.
         for attr in msg.attributes.iter_mut() {
             if let LinkAttribute::LinkInfo(infos) = attr {
@@ -157,6 +179,7 @@ impl Netlink {
                     ) = info
                     {
                         p.attributes.push(LinkAttribute::NetNsFd(peer_ns.as_raw_fd()));
+                        p.attributes.push(LinkAttribute::Address(peer_mac.to_vec()));
                     }
                 }
             }
@@ -234,8 +257,74 @@ impl Netlink {
     }
 
     pub async fn add_address(&self, index: u32, net: IpNet) -> Result<()> {
-        let r = self.handle.address().add(index, net.addr(), net.prefix_len()).execute().await;
+        self.add_address_with(index, net, true).await
+    }
+
+    /// Adds an address; without `prefix_route` the kernel adds no route for its prefix.
+    pub async fn add_address_with(&self, index: u32, net: IpNet, prefix_route: bool) -> Result<()> {
+        let mut req = self.handle.address().add(index, net.addr(), net.prefix_len());
+        if !prefix_route {
+            req.message_mut().attributes.push(AddressAttribute::Flags(AddressFlags::Noprefixroute));
+        }
+        let r = req.execute().await;
         tolerate(r, &[Errno::EEXIST], format_args!("adding address {net} to link #{index}"))
+    }
+
+    /// Sets a permanent neighbour entry (replacing whatever the kernel had for `ip` there).
+    pub async fn set_neighbour(&self, index: u32, ip: IpAddr, mac: &[u8]) -> Result<()> {
+        self.handle
+            .neighbours()
+            .add(index, ip)
+            .link_layer_address(mac)
+            .state(NeighbourState::Permanent)
+            .replace()
+            .execute()
+            .await
+            .map_err(|e| fail(format_args!("setting neighbour {ip} on link #{index}"), e))
+    }
+
+    /// The IPv4 neighbour entries of one link.
+    pub async fn neighbours(&self, index: u32) -> Result<Vec<Neighbour>> {
+        let msgs: Vec<_> = self
+            .handle
+            .neighbours()
+            .get()
+            .set_address_family(AddressFamily::Inet)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| fail("listing neighbours", e))?;
+        Ok(msgs
+            .iter()
+            .filter(|m| m.header.ifindex == index)
+            .filter_map(|m| {
+                let mut ip = None;
+                let mut mac = Vec::new();
+                for a in &m.attributes {
+                    match a {
+                        NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => {
+                            ip = Some(IpAddr::V4(*v4))
+                        }
+                        NeighbourAttribute::LinkLayerAddress(l) => mac = l.clone(),
+                        _ => {}
+                    }
+                }
+                Some(Neighbour { ip: ip?, mac, permanent: m.header.state == NeighbourState::Permanent })
+            })
+            .collect())
+    }
+
+    /// Removes the neighbour entry for `ip` on a link; absent is fine.
+    pub async fn del_neighbour(&self, index: u32, ip: IpAddr) -> Result<()> {
+        let mut msg = rtnetlink::packet_route::neighbour::NeighbourMessage::default();
+        msg.header.family = if ip.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+        msg.header.ifindex = index;
+        msg.attributes.push(NeighbourAttribute::Destination(match ip {
+            IpAddr::V4(v4) => NeighbourAddress::Inet(v4),
+            IpAddr::V6(v6) => NeighbourAddress::Inet6(v6),
+        }));
+        let r = self.handle.neighbours().del(msg).execute().await;
+        tolerate(r, &[Errno::ENOENT, Errno::ENODEV], format_args!("removing neighbour {ip}"))
     }
 
     pub async fn del_address(&self, index: u32, net: IpNet) -> Result<()> {
@@ -299,12 +388,22 @@ fn to_link(m: &LinkMessage) -> Link {
         mac: Vec::new(),
         controller: None,
         up: m.header.flags.contains(LinkFlags::Up),
+        loopback: m.header.link_layer_type == LinkLayerType::Loopback,
+        kind: None,
     };
     for a in &m.attributes {
         match a {
             LinkAttribute::IfName(n) => link.name = n.clone(),
             LinkAttribute::Address(mac) => link.mac = mac.clone(),
             LinkAttribute::Controller(c) => link.controller = Some(*c),
+            LinkAttribute::LinkInfo(infos) => {
+                link.kind = infos.iter().find_map(|i| match i {
+                    LinkInfo::Kind(InfoKind::Bridge) => Some("bridge".to_string()),
+                    LinkInfo::Kind(InfoKind::Veth) => Some("veth".to_string()),
+                    LinkInfo::Kind(k) => Some(k.to_string()),
+                    _ => None,
+                })
+            }
             _ => {}
         }
     }

@@ -1,6 +1,9 @@
-//! The azure-vnet plugin: ADD plans and attaches with rollback, DEL tears down idempotently,
-//! CHECK compares read-only, STATUS and GC for 1.1.0. Locks cover only state-file and
-//! iptables read-modify-writes, never netlink work or the IPAM exec.
+//! The azure-vnet plugin. ADD: the node's setup for the mode → IPAM → the mode's plan → the
+//! endpoint record (before the kernel is touched) → the steps, undone newest first if one
+//! fails. DEL undoes the recorded plan, CHECK verifies it step by step, GC tears down what the
+//! runtime no longer lists (and map elements nobody owns), STATUS reports a node that lost its
+//! setup. Locks cover only state-file and iptables read-modify-writes, never netlink work or
+//! the IPAM exec.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -10,20 +13,23 @@ use std::path::Path;
 use ipnet::IpNet;
 use serde_json::Value;
 
-use super::bridge::{self, Bridge};
-use super::config::VnetConfig;
-use super::iptables::{self, Iptables, NatTable};
-use super::netlink::{Netlink, RouteSpec};
-use super::state::{endpoint_key, Endpoint, VnetState};
-use super::{delegate, names};
+use super::kernel::RealKernel;
+use super::mac::Mac;
+use super::mode::{self, Attach, Driver, Mode, Node, Snat};
+use super::netlink::Netlink;
+use super::state::{endpoint_key, Endpoint, NodeRecord, VnetState};
+use super::step::{self, Kernel, Step};
+use super::{delegate, iptables, names, node, translation};
 use crate::ipam::nic::Sysfs;
 use crate::ipam::IpamPlugin;
 use crate::logging;
 use crate::skel::error::{Error, Result};
-use crate::skel::result::{CniResult, Dns, Interface, IpConfig, Route};
+use crate::skel::result::{CniResult, Dns, Interface, IpConfig};
 use crate::skel::version::Version;
 use crate::skel::{Attachment, Plugin, Request};
 use crate::store::Store;
+
+use super::config::VnetConfig;
 
 pub struct VnetPlugin;
 
@@ -52,10 +58,6 @@ impl<'a> Call<'a> {
         endpoint_key(&self.req.env.container_id, &self.req.env.ifname)
     }
 
-    fn tag(&self) -> String {
-        iptables::tag(&self.req.env.container_id, &self.req.env.ifname)
-    }
-
     fn ipam(&self, command: &str) -> Result<Option<Value>> {
         let binary = delegate::find(&self.cfg.ipam_type, &self.req.env.path)?;
         if is_our_ipam(&binary) {
@@ -67,8 +69,8 @@ impl<'a> Call<'a> {
         delegate::exec(&binary, command, &stdin)
     }
 
-    /// Serialises iptables read-modify-writes between concurrent plugin processes.
-    fn iptables_lock(&self) -> Store {
+    /// Serialises nat-table read-modify-writes between concurrent plugin processes.
+    fn nat_lock(&self) -> Store {
         let mut p = self.store.path().as_os_str().to_owned();
         p.push(".iptables");
         Store::new(p, self.cfg.lock_timeout)
@@ -82,15 +84,15 @@ impl<'a> Call<'a> {
         }
         Ok(())
     }
+}
 
-    fn remove_port_mappings(&self) -> Result<()> {
-        let _guard = self.iptables_lock().lock()?;
-        let save = Iptables.save()?;
-        if let Some(text) = iptables::dnat_del_restore(&save, &self.tag()) {
-            Iptables.restore(&text)?;
-            tracing::info!("removed port mappings of {}", self.key());
-        }
-        Ok(())
+/// Test-only: `AZURE_VNET_TEST_CRASH_AFTER=<point>` makes the plugin SIGKILL itself right after
+/// that point of an ADD ("ipam", "record", or a step's name), so tests can prove that a crash
+/// anywhere leaves nothing a later DEL or GC does not clean. Never set in production.
+fn crash_point(point: &str) {
+    if std::env::var("AZURE_VNET_TEST_CRASH_AFTER").is_ok_and(|p| p == point) {
+        tracing::warn!("AZURE_VNET_TEST_CRASH_AFTER={point}: killing myself");
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGKILL);
     }
 }
 
@@ -121,13 +123,6 @@ fn ipam_in_process(req: &Request, command: &str) -> Result<Option<Value>> {
     })
 }
 
-/// Steps of an ADD that are undone, newest first, when a later step fails.
-enum Undo {
-    Address,
-    Veth(String),
-    PortMappings,
-}
-
 fn netns_file(path: &Path) -> Result<File> {
     File::open(path).map_err(|e| Error::InvalidEnv {
         name: "CNI_NETNS",
@@ -135,72 +130,90 @@ fn netns_file(path: &Path) -> Result<File> {
     })
 }
 
+/// The node's planning view from the state file (DEL, CHECK and GC never set the node up).
+fn recorded_node(state: &VnetState) -> Node {
+    state.node.as_ref().map(Node::from_record).unwrap_or_default()
+}
+
+/// The steps an endpoint was made of, re-planned from its record.
+fn recorded_steps(state: &VnetState, ep: &Endpoint) -> Vec<Step> {
+    match &ep.attach {
+        Some(a) => mode::driver(ep.mode).plan(&recorded_node(state), a),
+        // A record from before plans were recorded: its veth and port mappings are all we know.
+        None => {
+            let mut steps = vec![Step::Veth {
+                host: ep.host_veth.clone(),
+                host_mac: Mac::for_name(&ep.host_veth),
+                ifname: ep.ifname.clone(),
+                pod_mac: Mac::for_address(ep.address),
+            }];
+            if !ep.port_mappings.is_empty() {
+                steps.push(Step::PortMappings {
+                    tag: iptables::tag(&ep.container_id, &ep.ifname),
+                    ip: ep.address,
+                    mappings: ep.port_mappings.clone(),
+                    masquerade: true,
+                });
+            }
+            steps
+        }
+    }
+}
+
 impl Plugin for VnetPlugin {
     fn add(&self, req: &Request) -> Result<CniResult> {
         let call = Call::new(req)?;
         let netns_path = req.env.netns.clone().unwrap_or_default();
-        let netns = netns_file(&netns_path)?;
+        netns_file(&netns_path)?;
         let seen: VnetState = call.store.load()?.unwrap_or_default();
-        call.rt.block_on(async {
+        let record = call.rt.block_on(async {
             let nl = Netlink::connect()?;
-            if let Some(ep) = seen.endpoints.get(&call.key()) {
-                if Path::new(&ep.netns) == netns_path && nl.link(&ep.host_veth).await?.is_some() {
-                    tracing::info!("repeated ADD for {}: returning the recorded result", call.key());
-                    return serde_json::from_str(ep.result.get())
-                        .map_err(|e| Error::Io(format!("recorded result unreadable: {e}")));
-                }
+            node::prepare(&nl, &call.cfg, &call.store, &seen).await
+        })?;
+        let nat_lock = call.nat_lock();
+        let mut k = RealKernel::new(&call.rt, Some(&netns_path), &nat_lock, Some(&record))?;
+        if let Some(ep) = seen.endpoints.get(&call.key()) {
+            if let Some(result) = repeated(&call, &mut k, &seen, ep, &netns_path)? {
+                return Ok(result);
             }
-            let bridge = bridge::ensure(&nl, &call.cfg, &call.store, &seen).await?;
-            let mut undo = Vec::new();
-            match attach(&call, &nl, &bridge, &netns, &netns_path, &mut undo).await {
-                Ok(result) => Ok(result),
-                Err(e) => {
-                    tracing::error!("ADD {} failed: {e}; rolling back {} steps", call.key(), undo.len());
-                    roll_back(&call, &nl, undo).await;
-                    Err(e)
+        }
+        let ipam = call.ipam("ADD")?.ok_or_else(|| bad_ipam("ADD printed no result"))?;
+        crash_point("ipam");
+        let node = Node::from_record(&record);
+        match attach(&call, &mut k, mode::driver(call.cfg.mode), &node, ipam, &netns_path) {
+            Ok(result) => Ok(result),
+            Err(e) => {
+                // The address goes last, so it is never handed out while the old veth exists.
+                if let Err(r) = call.ipam("DEL") {
+                    tracing::error!("releasing the address of {} after a failed ADD: {r}", call.key());
                 }
+                Err(e)
             }
-        })
+        }
     }
 
     fn del(&self, req: &Request) -> Result<()> {
         let call = Call::new(req)?;
         let state: VnetState = call.store.load()?.unwrap_or_default();
-        let ep = state.endpoints.get(&call.key()).cloned();
-        let host = ep.as_ref().map_or_else(
-            || names::host_veth(&req.env.container_id, &req.env.ifname),
-            |e| e.host_veth.clone(),
-        );
-        // The kernel takes ~20 ms to tear a veth down; the iptables and record work is
-        // independent of it (a retried DEL finds the veth by its derived name), so both run
-        // at once. The address is released only after both.
-        let (removed, mut errors) = std::thread::scope(|s| {
-            let files = s.spawn(|| forget_endpoint(&call, ep.as_ref()));
-            let removed = call.rt.block_on(async { Netlink::connect()?.delete_link(&host).await });
-            (removed, files.join().unwrap_or_else(|_| vec![Error::Io("DEL helper thread panicked".into())]))
-        });
-        match removed {
-            Ok(true) => tracing::info!("deleted {host} (and its peer in the pod)"),
-            Ok(false) => tracing::info!("{host} was already gone"),
+        let ep = state.endpoints.get(&call.key());
+        let nat_lock = call.nat_lock();
+        let mut errors = Vec::new();
+        match RealKernel::new(&call.rt, None, &nat_lock, state.node.as_ref()) {
+            Ok(mut k) => match ep {
+                Some(ep) => errors.extend(step::undo_all(&mut k, &recorded_steps(&state, ep))),
+                None => errors.extend(forget_unrecorded(&call, &mut k)),
+            },
             Err(e) => errors.push(e),
         }
+        if ep.is_some() {
+            errors.extend(call.update_state(|s| s.endpoints.remove(&call.key()).is_some()).err());
+        }
         // The address goes last, so it is never handed out while the old veth still exists.
-        if let Err(e) = call.ipam("DEL") {
-            errors.push(e);
+        errors.extend(call.ipam("DEL").err());
+        if errors.is_empty() {
+            tracing::info!("DEL {} done", call.key());
         }
-        match errors.len() {
-            0 => {
-                tracing::info!("DEL {} done", call.key());
-                Ok(())
-            }
-            n => {
-                for e in &errors[1..] {
-                    tracing::error!("DEL {} also failed: {e}", call.key());
-                }
-                tracing::error!("DEL {}: {n} steps failed", call.key());
-                Err(errors.remove(0))
-            }
-        }
+        Error::all(errors)
     }
 
     fn check(&self, req: &Request) -> Result<()> {
@@ -219,7 +232,25 @@ impl Plugin for VnetPlugin {
             .ok_or_else(|| Error::UnknownContainer(format!("no endpoint recorded for {}", call.key())))?;
         let netns_path = req.env.netns.clone().unwrap_or_default();
         netns_file(&netns_path)?;
-        call.rt.block_on(check_kernel(&call, &prev, ep, &netns_path))?;
+        let nat_lock = call.nat_lock();
+        let mut k = RealKernel::new(&call.rt, Some(&netns_path), &nat_lock, None)?;
+        let steps = recorded_steps(&state, ep);
+        if let Some(missing) = step::first_missing(&mut k, &steps)? {
+            return Err(Error::Mismatch(format!("{missing} ({}) does not hold", missing.name())));
+        }
+        for c in &prev.ips {
+            let held =
+                steps.iter().any(|s| matches!(s, Step::PodAddress { address, .. } if *address == c.address));
+            if !held {
+                return Err(Error::Mismatch(format!("prevResult's address {} is not the pod's", c.address)));
+            }
+        }
+        for r in &prev.routes {
+            let routed = steps.iter().any(|s| matches!(s, Step::PodRoute { dst, gw, .. } if *dst == r.dst && (r.gw.is_none() || *gw == r.gw)));
+            if !routed {
+                return Err(Error::Mismatch(format!("prevResult's route to {} is not the pod's", r.dst)));
+            }
+        }
         call.ipam("CHECK").map(|_| ())
     }
 
@@ -227,10 +258,20 @@ impl Plugin for VnetPlugin {
         let call = Call::new(req)?;
         let state: VnetState =
             call.store.load().map_err(|e| Error::NotAvailable(e.to_string()))?.unwrap_or_default();
-        if let Some(node) = state.node.filter(|n| n.ready) {
-            let present = call.rt.block_on(async { Netlink::connect()?.link(&node.bridge).await })?;
-            if present.is_none() {
-                return Err(Error::NotAvailable(format!("bridge {} is missing", node.bridge)));
+        if let Some(node) = state.node.as_ref().filter(|n| n.ready) {
+            call.rt.block_on(node_present(node))?;
+            if node.mode == Mode::Bridge {
+                let table = translation::table(&node.bridge);
+                match super::nft::Nft::open()?.list(translation::map_ref(&table)) {
+                    Err(Error::Nft { missing: true, .. }) => {
+                        return Err(Error::NotAvailable(format!(
+                            "the MAC translation table {table} is missing"
+                        )))
+                    }
+                    other => {
+                        other?;
+                    }
+                }
             }
         }
         call.ipam("STATUS").map(|_| ()).map_err(|e| match e {
@@ -243,152 +284,130 @@ impl Plugin for VnetPlugin {
         let call = Call::new(req)?;
         let valid: HashSet<String> = valid.iter().map(|a| endpoint_key(&a.container_id, &a.ifname)).collect();
         let state: VnetState = call.store.load()?.unwrap_or_default();
-        let stale: Vec<Endpoint> = state
-            .endpoints
-            .iter()
-            .filter(|(k, e)| e.network == req.network && !valid.contains(*k))
-            .map(|(_, e)| e.clone())
-            .collect();
-        call.rt.block_on(async {
-            let nl = Netlink::connect()?;
-            for e in &stale {
-                nl.delete_link(&e.host_veth).await?;
+        let stale: Vec<(&String, &Endpoint)> =
+            state.endpoints.iter().filter(|(k, e)| e.network == req.network && !valid.contains(*k)).collect();
+        let nat_lock = call.nat_lock();
+        let mut errors = Vec::new();
+        let mut k = RealKernel::new(&call.rt, None, &nat_lock, state.node.as_ref())?;
+        for (key, e) in &stale {
+            let failed = step::undo_all(&mut k, &recorded_steps(&state, e));
+            if failed.is_empty() {
+                tracing::info!("GC removed endpoint {key}");
             }
-            Ok::<(), Error>(())
-        })?;
-        for e in &stale {
-            if !e.port_mappings.is_empty() {
-                let _guard = call.iptables_lock().lock()?;
-                if let Some(text) =
-                    iptables::dnat_del_restore(&Iptables.save()?, &iptables::tag(&e.container_id, &e.ifname))
-                {
-                    Iptables.restore(&text)?;
-                }
-            }
-            tracing::info!("GC removed endpoint {}/{}", e.container_id, e.ifname);
+            errors.extend(failed);
         }
-        call.update_state(|s| {
-            let before = s.endpoints.len();
-            s.endpoints.retain(|k, e| e.network != req.network || valid.contains(k));
-            s.endpoints.len() != before
-        })?;
-        call.ipam("GC").map(|_| ())
+        let gone: HashSet<&String> = stale.iter().map(|(k, _)| *k).collect();
+        errors.extend(
+            call.update_state(|s| {
+                let before = s.endpoints.len();
+                s.endpoints.retain(|k, _| !gone.contains(k));
+                s.endpoints.len() != before
+            })
+            .err(),
+        );
+        let kept: Vec<&Endpoint> =
+            state.endpoints.iter().filter(|(k, _)| !gone.contains(k)).map(|(_, e)| e).collect();
+        if let Some(node) = state.node.as_ref().filter(|n| n.mode == Mode::Bridge && n.ready) {
+            errors.extend(collect_orphans(&mut k, node, &kept).err());
+        }
+        errors.extend(call.ipam("GC").err());
+        Error::all(errors)
     }
 }
 
-/// DEL's file-side steps: port-mapping rules, then the endpoint record.
-fn forget_endpoint(call: &Call<'_>, ep: Option<&Endpoint>) -> Vec<Error> {
-    let mut errors = Vec::new();
-    match ep {
-        Some(e) if e.port_mappings.is_empty() => {}
-        Some(_) => errors.extend(call.remove_port_mappings().err()),
-        // No record: an ADD may have died after adding rules; look, but do not fail on it.
-        None => {
-            if let Err(e) = call.remove_port_mappings() {
-                tracing::warn!("could not look for port mappings of {}: {e}", call.key());
-            }
-        }
-    }
-    if ep.is_some() {
-        errors.extend(call.update_state(|s| s.endpoints.remove(&call.key()).is_some()).err());
-    }
-    errors
-}
-
-async fn attach(
+/// A repeated ADD: the recorded result if every recorded step still holds; otherwise what is
+/// left of the endpoint is undone so the ADD can start over (IPAM returns the same address).
+fn repeated(
     call: &Call<'_>,
-    nl: &Netlink,
-    bridge: &Bridge,
-    netns: &File,
-    netns_path: &Path,
-    undo: &mut Vec<Undo>,
+    k: &mut RealKernel<'_>,
+    state: &VnetState,
+    ep: &Endpoint,
+    netns: &Path,
+) -> Result<Option<CniResult>> {
+    let steps = recorded_steps(state, ep);
+    if Path::new(&ep.netns) == netns && ep.mode == call.cfg.mode && ep.attach.is_some() {
+        match step::first_missing(k, &steps) {
+            Ok(None) => {
+                tracing::info!("repeated ADD for {}: returning the recorded result", call.key());
+                return serde_json::from_str(ep.result.get())
+                    .map(Some)
+                    .map_err(|e| Error::Io(format!("recorded result unreadable: {e}")));
+            }
+            Ok(Some(s)) => tracing::info!("repeated ADD for {}: {s} is missing; starting over", call.key()),
+            Err(e) => tracing::warn!(
+                "repeated ADD for {}: cannot verify the endpoint ({e}); starting over",
+                call.key()
+            ),
+        }
+    } else {
+        tracing::info!("ADD for {} in a new sandbox or mode: removing the old endpoint first", call.key());
+    }
+    for e in step::undo_all(k, &steps) {
+        tracing::warn!("while starting {} over: {e}", call.key());
+    }
+    Ok(None)
+}
+
+fn attach(
+    call: &Call<'_>,
+    k: &mut RealKernel<'_>,
+    driver: &dyn Driver,
+    node: &Node,
+    ipam_value: Value,
+    netns: &Path,
 ) -> Result<CniResult> {
     let env = &call.req.env;
-    let ipam_value = call.ipam("ADD")?.ok_or_else(|| bad_ipam("ADD printed no result"))?;
-    undo.push(Undo::Address);
     let ipam: CniResult =
         serde_json::from_value(ipam_value).map_err(|e| bad_ipam(&format!("unreadable result: {e}")))?;
     let ip = ipam.ips.first().cloned().ok_or_else(|| bad_ipam("result has no address"))?;
     tracing::debug!("IPAM gave {} (gateway {:?})", ip.address, ip.gateway);
-    if let Some(index) = nl.holder_of(ip.address.addr()).await? {
-        let name = nl.link_by_index(index).await?.map_or(format!("#{index}"), |l| l.name);
+    check_inside_vnet(&call.cfg, node, &ipam)?;
+    if let Some(index) = k.block_on(k.host().holder_of(ip.address.addr()))? {
+        let name = k.block_on(k.host().link_by_index(index))?.map_or(format!("#{index}"), |l| l.name);
         return Err(Error::AddressInUse(format!("{} is already on interface {name}", ip.address.addr())));
     }
-
-    let host = names::host_veth(&env.container_id, &env.ifname);
-    if nl.delete_link(&host).await? {
-        tracing::info!("removed {host} left by an interrupted ADD");
-    }
-    nl.create_veth(&host, &env.ifname, netns).await?;
-    undo.push(Undo::Veth(host.clone()));
-    tracing::debug!("created veth {host} <-> {} in {}", env.ifname, netns_path.display());
-
-    let pod = Netlink::connect_in(netns_path, &tokio::runtime::Handle::current())?;
-    let pod_if = pod
-        .link(&env.ifname)
-        .await?
-        .ok_or_else(|| Error::Netlink(format!("{} not found in the pod", env.ifname)))?;
-    for c in &ipam.ips {
-        pod.add_address(pod_if.index, c.address).await?;
-    }
-    pod.set_up(pod_if.index).await?;
-    if let Some(lo) = pod.link("lo").await? {
-        pod.set_up(lo.index).await?;
-    }
-    let node_v4 = bridge.record.addresses.iter().find(|a| a.addr().is_ipv4()).map(|a| a.addr());
-    let routes = pod_routes(&ipam, ip.gateway, call.cfg.snat.then_some(node_v4).flatten());
-    for r in &routes {
-        pod.add_route(&route(r.dst, r.gw), pod_if.index).await?;
-    }
-    for dst in &call.cfg.ips_via_host {
-        let spec = route(IpNet::from(*dst), node_v4);
-        pod.add_route(&spec, pod_if.index).await?;
-    }
-    tracing::debug!("pod side: {} up with {}, {} routes", env.ifname, ip.address, routes.len());
-
-    let host_link = nl.link(&host).await?.ok_or_else(|| Error::Netlink(format!("{host} vanished")))?;
-    nl.set_controller(host_link.index, bridge.link.index).await?;
-    nl.set_up(host_link.index).await?;
-    tracing::debug!("host side: {host} on {}", bridge.record.bridge);
-
-    let subnet = ip.address.trunc();
-    if call.cfg.snat && !bridge.record.snat_subnets.contains(&subnet) {
-        ensure_snat(call, &bridge.record.snat_subnets, subnet)?;
-    }
-    if !call.cfg.port_mappings.is_empty() {
-        let _guard = call.iptables_lock().lock()?;
-        let text = iptables::dnat_add_restore(
-            &Iptables.save()?,
-            &call.tag(),
-            ip.address.addr(),
-            &call.cfg.port_mappings,
-        );
-        undo.push(Undo::PortMappings);
-        Iptables.restore(&text)?;
-        tracing::debug!("{} port mappings to {}", call.cfg.port_mappings.len(), ip.address.addr());
-    }
-
+    let a = Attach {
+        host_veth: names::host_veth(&env.container_id, &env.ifname),
+        ifname: env.ifname.clone(),
+        addresses: ipam.ips.iter().map(|c| c.address).collect(),
+        routes: driver.routes(node, &ipam, &call.cfg),
+        port_mappings: call.cfg.port_mappings.clone(),
+        tag: iptables::tag(&env.container_id, &env.ifname),
+        snat: snat_for(&call.cfg, node, ip.address),
+    };
+    let steps = driver.plan(node, &a);
     let result = CniResult {
         interfaces: vec![
-            Interface { name: host.clone(), mac: mac_text(&host_link.mac), sandbox: String::new() },
+            Interface { name: a.host_veth.clone(), mac: a.host_mac().to_string(), sandbox: String::new() },
             Interface {
-                name: env.ifname.clone(),
-                mac: mac_text(&pod_if.mac),
-                sandbox: netns_path.display().to_string(),
+                name: a.ifname.clone(),
+                mac: a.pod_mac().to_string(),
+                sandbox: netns.display().to_string(),
             },
         ],
-        ips: ipam.ips.iter().map(|c| IpConfig { interface: Some(1), version: None, ..c.clone() }).collect(),
-        routes,
+        ips: ipam
+            .ips
+            .iter()
+            .map(|c| IpConfig {
+                interface: Some(1),
+                version: None,
+                gateway: driver.gateway(c.gateway),
+                ..c.clone()
+            })
+            .collect(),
+        routes: a.routes.clone(),
         dns: merge_dns(&ipam.dns, &call.cfg.dns),
     };
     let endpoint = Endpoint {
         container_id: env.container_id.clone(),
         ifname: env.ifname.clone(),
         network: call.req.network.clone(),
-        netns: netns_path.display().to_string(),
-        host_veth: host,
+        netns: netns.display().to_string(),
+        host_veth: a.host_veth.clone(),
         address: ip.address.addr(),
-        port_mappings: call.cfg.port_mappings.clone(),
+        port_mappings: a.port_mappings.clone(),
+        mode: driver.mode(),
+        attach: Some(a.clone()),
         result: serde_json::value::to_raw_value(&result.render(Version::parse("1.0.0")?))
             .map_err(|e| Error::Io(format!("encoding the result: {e}")))?,
     };
@@ -396,96 +415,153 @@ async fn attach(
         s.endpoints.insert(call.key(), endpoint);
         true
     })?;
-    tracing::info!("ADD {}: {} on {}", call.key(), ip.address, bridge.record.bridge);
+    crash_point("record");
+    if let Err(e) = step::apply_all(k, &steps, |s| crash_point(s.name())) {
+        if let Err(r) = call.update_state(|s| s.endpoints.remove(&call.key()).is_some()) {
+            tracing::error!("forgetting the failed endpoint {}: {r}", call.key());
+        }
+        return Err(e);
+    }
+    if let Some(snat) = &a.snat {
+        call.update_state(|s| match s.node.as_mut() {
+            Some(n) => {
+                let before = n.snat_subnets.len();
+                for subnet in &snat.subnets {
+                    if !n.snat_subnets.contains(subnet) {
+                        n.snat_subnets.push(*subnet);
+                    }
+                }
+                n.snat_subnets.len() != before
+            }
+            None => false,
+        })?;
+    }
+    tracing::info!(
+        "ADD {}: {} ({} mode, {} steps)",
+        call.key(),
+        ip.address,
+        driver.mode().as_str(),
+        steps.len()
+    );
     Ok(result)
 }
 
-fn ensure_snat(call: &Call<'_>, known: &[IpNet], subnet: IpNet) -> Result<()> {
-    let _guard = call.iptables_lock().lock()?;
-    let mut subnets = known.to_vec();
+/// Azure drops what a NIC sends from an address it does not own: an address outside the VNet
+/// would never work, so it is refused (and released) instead of being half set up.
+fn check_inside_vnet(cfg: &VnetConfig, node: &Node, ipam: &CniResult) -> Result<()> {
+    let vnet: Vec<IpNet> = node.subnets.iter().chain(&cfg.vnet_cidrs).copied().collect();
+    if vnet.is_empty() {
+        return Ok(());
+    }
+    for c in &ipam.ips {
+        if !vnet.iter().any(|n| n.contains(&c.address.addr())) {
+            let list: Vec<String> = vnet.iter().map(|n| n.to_string()).collect();
+            return Err(Error::OutsideVnet(format!(
+                "ipam ({}) gave {}, which is outside the VNet ({}: {}'s subnets and vnetCidrs)",
+                cfg.ipam_type,
+                c.address,
+                list.join(", "),
+                node.master
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The SNAT chain to program with this endpoint, if its subnet has none yet.
+fn snat_for(cfg: &VnetConfig, node: &Node, address: IpNet) -> Option<Snat> {
+    let subnet = address.trunc();
+    if !cfg.snat || !address.addr().is_ipv4() || node.snat_subnets.contains(&subnet) {
+        return None;
+    }
+    let mut subnets = node.snat_subnets.clone();
     subnets.push(subnet);
-    let vnet = if call.cfg.vnet_cidrs.is_empty() { subnets.clone() } else { call.cfg.vnet_cidrs.clone() };
-    Iptables.restore(&iptables::snat_restore(&Iptables.save()?, &subnets, &vnet))?;
-    call.update_state(|s| match s.node.as_mut() {
-        Some(n) if !n.snat_subnets.contains(&subnet) => {
-            n.snat_subnets.push(subnet);
-            true
-        }
-        _ => false,
-    })?;
-    tracing::info!(
-        "outbound SNAT for {subnet} (VNet: {})",
-        vnet.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ")
-    );
-    Ok(())
+    let vnet = if cfg.vnet_cidrs.is_empty() {
+        let mut v: Vec<IpNet> = node.subnets.iter().filter(|n| n.addr().is_ipv4()).copied().collect();
+        let uncovered: Vec<IpNet> =
+            subnets.iter().filter(|s| !v.iter().any(|n| n.contains(*s))).copied().collect();
+        v.extend(uncovered);
+        v
+    } else {
+        cfg.vnet_cidrs.clone()
+    };
+    Some(Snat { subnets, vnet })
 }
 
-async fn roll_back(call: &Call<'_>, nl: &Netlink, undo: Vec<Undo>) {
-    for step in undo.into_iter().rev() {
-        let (what, r) = match step {
-            Undo::PortMappings => ("port mappings", call.remove_port_mappings()),
-            Undo::Veth(name) => ("veth", nl.delete_link(&name).await.map(|_| ())),
-            Undo::Address => ("address", call.ipam("DEL").map(|_| ())),
-        };
-        if let Err(e) = r {
-            tracing::error!("rollback of {what} for {} failed: {e}", call.key());
-        }
+/// DEL without a record: the endpoint never got one, or a DEL already ran. The veth is found
+/// by its derived name; port-mapping rules by their comment (looked for, not failed on).
+fn forget_unrecorded(call: &Call<'_>, k: &mut RealKernel<'_>) -> Vec<Error> {
+    let env = &call.req.env;
+    let host = names::host_veth(&env.container_id, &env.ifname);
+    let veth = Step::Veth {
+        host: host.clone(),
+        host_mac: Mac::for_name(&host),
+        ifname: env.ifname.clone(),
+        pod_mac: Mac([0; 6]),
+    };
+    let errors: Vec<Error> = k.undo(&veth).err().into_iter().collect();
+    let mappings = Step::PortMappings {
+        tag: iptables::tag(&env.container_id, &env.ifname),
+        ip: IpAddr::from([0, 0, 0, 0]),
+        mappings: Vec::new(),
+        masquerade: false,
+    };
+    if let Err(e) = k.undo(&mappings) {
+        tracing::warn!("could not look for port mappings of {}: {e}", call.key());
     }
+    errors
 }
 
-async fn check_kernel(call: &Call<'_>, prev: &CniResult, ep: &Endpoint, netns_path: &Path) -> Result<()> {
-    let ifname = &call.req.env.ifname;
-    let nl = Netlink::connect()?;
-    let host = nl
-        .link(&ep.host_veth)
-        .await?
-        .ok_or_else(|| Error::Mismatch(format!("host veth {} is missing", ep.host_veth)))?;
-    if host.controller.is_none() {
-        return Err(Error::Mismatch(format!("{} is not on the bridge", ep.host_veth)));
-    }
-    let pod = Netlink::connect_in(netns_path, &tokio::runtime::Handle::current())?;
-    let link =
-        pod.link(ifname).await?.ok_or_else(|| Error::Mismatch(format!("{ifname} is missing in the pod")))?;
-    let have: Vec<IpNet> = pod.addresses(Some(link.index)).await?.into_iter().map(|(_, a)| a).collect();
-    for c in &prev.ips {
-        if !have.contains(&c.address) {
-            return Err(Error::Mismatch(format!("{ifname} lacks {}", c.address)));
-        }
-    }
-    let routes = pod.routes().await?;
-    for r in &prev.routes {
-        let gw = r.gw.or_else(|| prev.ips.first().and_then(|c| c.gateway));
-        if !routes.iter().any(|x| x.dst == r.dst && x.gw == gw) {
-            return Err(Error::Mismatch(format!("the pod has no route to {} via {gw:?}", r.dst)));
-        }
-    }
-    Ok(())
-}
-
-/// The pod's routes: IPAM's, with gateways filled in. With outbound SNAT the IPv4 default
-/// route goes via the node, so traffic leaving the VNet passes the node's SNAT; the VNet
-/// itself stays one L2 hop away (the subnet route).
-fn pod_routes(ipam: &CniResult, gateway: Option<IpAddr>, via_node: Option<IpAddr>) -> Vec<Route> {
-    ipam.routes
+/// Map elements and bridge neighbours for addresses no recorded endpoint holds (left by a
+/// removed record, an older version, or a hand edit) are removed.
+fn collect_orphans(k: &mut RealKernel<'_>, node: &NodeRecord, kept: &[&Endpoint]) -> Result<()> {
+    let owned: HashSet<IpAddr> = kept
         .iter()
-        .map(|r| {
-            let default_v4 = r.dst.prefix_len() == 0 && r.dst.addr().is_ipv4();
-            let gw = if default_v4 { via_node.or(r.gw).or(gateway) } else { r.gw.or(gateway) };
-            Route { dst: r.dst, gw }
-        })
-        .collect()
+        .filter_map(|e| e.attach.as_ref())
+        .flat_map(|a| a.addresses.iter().map(|n| n.addr()))
+        .collect();
+    let table = translation::table(&node.bridge);
+    let map = translation::map_ref(&table);
+    let mut nft = super::nft::Nft::open()?;
+    let elements = match nft.list(map) {
+        Ok(e) => e,
+        Err(Error::Nft { missing: true, .. }) => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    for e in elements {
+        let Ok(octets) = <[u8; 4]>::try_from(e.key.as_slice()) else { continue };
+        if !owned.contains(&IpAddr::from(octets)) {
+            nft.remove(map, &e.key)?;
+            tracing::info!("GC removed the translation of {} nobody holds", IpAddr::from(octets));
+        }
+    }
+    let host = k.host().clone();
+    k.block_on(async {
+        let Some(bridge) = host.link(&node.bridge).await? else { return Ok(()) };
+        for n in host.neighbours(bridge.index).await? {
+            if n.permanent && n.mac.starts_with(&[0x0a, 0x58]) && !owned.contains(&n.ip) {
+                host.del_neighbour(bridge.index, n.ip).await?;
+                tracing::info!("GC removed the neighbour entry of {} nobody holds", n.ip);
+            }
+        }
+        Ok(())
+    })
 }
 
-fn route(dst: IpNet, gw: Option<IpAddr>) -> RouteSpec {
-    RouteSpec { dst, gw, metric: None, src: None, link_scope: false, kernel: false, oif: None }
+async fn node_present(node: &NodeRecord) -> Result<()> {
+    let nl = Netlink::connect()?;
+    let (name, what) = match node.mode {
+        Mode::Bridge => (&node.bridge, "bridge"),
+        Mode::Transparent => (&node.master, "master"),
+    };
+    if nl.link(name).await?.is_none() {
+        return Err(Error::NotAvailable(format!("{what} {name} is missing")));
+    }
+    Ok(())
 }
 
 fn bad_ipam(msg: &str) -> Error {
     Error::Delegate { plugin: "ipam".into(), code: 112, msg: msg.to_string() }
-}
-
-fn mac_text(mac: &[u8]) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
 /// The config's DNS settings win where given; IPAM's fill the rest.

@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::config::PortMapping;
+use super::mac::Mac;
+use super::mode::{Attach, Mode};
 use super::netlink::RouteSpec;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -25,7 +27,13 @@ pub struct VnetState {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeRecord {
+    /// The node's mode: bridge (the bridge took `master` over) or transparent (no bridge).
+    #[serde(default)]
+    pub mode: Mode,
     pub master: String,
+    /// `master`'s MAC: every frame leaving in bridge mode carries it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_mac: Option<Mac>,
     pub bridge: String,
     pub addresses: Vec<IpNet>,
     pub routes: Vec<RouteSpec>,
@@ -48,6 +56,12 @@ pub struct Endpoint {
     pub address: IpAddr,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub port_mappings: Vec<PortMapping>,
+    #[serde(default)]
+    pub mode: Mode,
+    /// What the endpoint's steps are planned from; written before the kernel is touched.
+    /// Records from before it existed have none (DEL then removes the veth and port mappings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attach: Option<Attach>,
     /// The ADD result (shape of cniVersion 1.0.0), returned again on a repeated ADD. Kept as
     /// raw JSON: every call reads the whole file, and only a repeated ADD looks inside one.
     pub result: Box<RawValue>,

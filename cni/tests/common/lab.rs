@@ -1,29 +1,33 @@
 //! A small Azure VNet in network namespaces, for azure-vnet's tests:
 //!
 //! ```text
-//!   node1 (eth0 10.240.0.4) ─┐                 ┌─ router (10.240.0.1 | 203.0.113.1) ── inet (203.0.113.10)
-//!   node2 (eth0 10.240.0.5) ─┴── switch (sw0) ─┘
+//!   node1 (eth0 10.240.0.4) ─┐
+//!   node2 (eth0 10.240.0.5) ─┴── fabric (Azure's rules; gateway 10.240.0.1 | 203.0.113.1) ── inet (203.0.113.10)
 //! ```
-//! Each node has its own host-agent emulator at 168.63.129.16 listing its pod pool
-//! (node k: 10.240.k.1 – 10.240.k.250). Every namespace is removed on drop.
+//! The fabric (`vnet-fabric`) answers every ARP with 12:34:56:78:9a:bc, delivers by owned IP
+//! with the owner NIC's MAC and drops (and counts) spoofed frames. Each node has its own
+//! host-agent emulator at 168.63.129.16 listing its pod pool (node k: 10.240.k.1 –
+//! 10.240.k.250), which is also what the fabric lets its NIC own. Every namespace is removed
+//! on drop.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::{json, Value};
+use vnet_fabric::{Fabric, Kind, Nic, Spec, Uplink};
 
 use super::{cni_env, ip, nmagent_xml_with_primary, pipe, Emulator, Netns, Reply};
 
 pub const VNET: &str = env!("CARGO_BIN_EXE_azure-vnet");
 pub const INTERNET_HOST: &str = "203.0.113.10";
-pub const ROUTER: &str = "10.240.0.1";
+pub const GATEWAY: &str = "10.240.0.1";
 
 pub struct Lab {
     pub nodes: Vec<LabNode>,
-    pub router: Netns,
     pub inet: Netns,
+    pub fabric: Fabric,
     // Dropped last: the links of the others hang off it.
-    pub switch: Netns,
+    pub fabric_ns: Netns,
 }
 
 pub struct LabNode {
@@ -43,44 +47,39 @@ pub fn pool(k: usize, count: usize) -> Vec<String> {
 }
 
 impl Lab {
+    /// A VNet with Azure's rules.
     pub fn new(nodes: usize, pool_size: usize) -> Lab {
-        let switch = Netns::new("switch");
-        let sw = switch.name.as_str();
-        ip(&["-n", sw, "link", "add", "sw0", "type", "bridge"]);
-        ip(&["-n", sw, "link", "set", "sw0", "up"]);
-        let plug = |ns: &Netns, port: &str, mac: Option<&str>| {
-            let mut args = vec!["-n", &ns.name, "link", "add", "eth0"];
-            if let Some(m) = mac {
-                args.extend(["address", m]);
-            }
-            args.extend(["type", "veth", "peer", "name", port, "netns", sw]);
-            ip(&args);
-            ip(&["-n", sw, "link", "set", port, "master", "sw0", "up"]);
-            ip(&["-n", &ns.name, "link", "set", "eth0", "up"]);
-        };
+        Lab::with(Kind::Azure, nodes, pool_size)
+    }
 
-        let router = Netns::new("router");
-        plug(&router, "prouter", None);
-        let r = router.name.as_str();
-        ip(&["-n", r, "addr", "add", "10.240.0.1/16", "dev", "eth0"]);
+    pub fn with(kind: Kind, nodes: usize, pool_size: usize) -> Lab {
+        let fabric_ns = Netns::new("fabric");
+        let spec = Spec { kind, subnet: "10.240.0.0/16".parse().unwrap(), gateway: GATEWAY.parse().unwrap() };
+        let fabric = Fabric::create(&fabric_ns.name, &spec).unwrap();
         let inet = Netns::new("inet");
-        ip(&["-n", r, "link", "add", "eth1", "type", "veth", "peer", "name", "eth0", "netns", &inet.name]);
-        ip(&["-n", r, "addr", "add", "203.0.113.1/24", "dev", "eth1"]);
-        ip(&["-n", r, "link", "set", "eth1", "up"]);
-        ip(&["-n", &inet.name, "addr", "add", "203.0.113.10/24", "dev", "eth0"]);
-        ip(&["-n", &inet.name, "link", "set", "eth0", "up"]);
         // The internet host can answer the VNet, so the test can see which source it used.
-        ip(&["-n", &inet.name, "route", "add", "10.240.0.0/16", "via", "203.0.113.1"]);
-        super::run(router.command("sysctl").args(["-q", "-w", "net.ipv4.ip_forward=1"]));
+        fabric
+            .uplink(&Uplink {
+                peer_ns: inet.name.clone(),
+                local: "203.0.113.1/24".parse().unwrap(),
+                peer: format!("{INTERNET_HOST}/24").parse().unwrap(),
+            })
+            .unwrap();
 
         let nodes = (1..=nodes)
             .map(|k| {
                 let ns = Netns::new(&format!("node{k}"));
-                plug(&ns, &format!("pnode{k}"), Some(&node_mac(k)));
-                let n = ns.name.as_str();
                 let node_ip = format!("10.240.0.{}", 3 + k);
+                let nic = Nic {
+                    port: format!("pnode{k}"),
+                    mac: node_mac(k),
+                    primary: node_ip.parse().unwrap(),
+                    secondaries: pool(k, pool_size).iter().map(|a| a.parse().unwrap()).collect(),
+                };
+                fabric.plug(&ns.name, "eth0", &nic).unwrap();
+                let n = ns.name.as_str();
                 ip(&["-n", n, "addr", "add", &format!("{node_ip}/16"), "dev", "eth0"]);
-                ip(&["-n", n, "route", "add", "default", "via", ROUTER]);
+                ip(&["-n", n, "route", "add", "default", "via", GATEWAY]);
                 ip(&["-n", n, "addr", "add", "168.63.129.16/32", "dev", "lo"]);
                 let dir = tempfile::tempdir().unwrap();
                 let xml = dir.path().join("interfaces.xml");
@@ -90,7 +89,17 @@ impl Lab {
                 LabNode { ns, ip: node_ip, dir, _emulator: emulator }
             })
             .collect();
-        Lab { nodes, router, inet, switch }
+        Lab { nodes, inet, fabric, fabric_ns }
+    }
+
+    /// Frames and packets the VNet dropped as spoofed, over the whole run so far.
+    pub fn spoofed(&self) -> u64 {
+        self.fabric.counters().unwrap().spoofed_total()
+    }
+
+    /// The fabric's drop counters, for failure messages.
+    pub fn counters(&self) -> String {
+        self.fabric.counters().map(|c| c.to_string()).unwrap_or_else(|e| e.to_string())
     }
 }
 
@@ -105,8 +114,13 @@ impl LabNode {
 
     /// The seed's sample config, with state and logs kept in this node's temp dir.
     pub fn config(&self, version: &str) -> Value {
+        self.config_in("bridge", version)
+    }
+
+    /// The config for `mode` (`bridge` or `transparent`).
+    pub fn config_in(&self, mode: &str, version: &str) -> Value {
         json!({
-            "cniVersion": version, "name": "azure", "type": "azure-vnet", "mode": "bridge",
+            "cniVersion": version, "name": "azure", "type": "azure-vnet", "mode": mode,
             "master": "eth0", "bridge": "azure0", "logLevel": "debug",
             "stateFile": self.state_file(), "logFile": self.dir.path().join("azure-vnet.log"),
             "ipam": {"type": "azure-vnet-ipam", "environment": "azure",
@@ -197,4 +211,67 @@ pub fn reaches(from: &Netns, to_ns: &Netns, to: &str) -> bool {
 /// namespace's entries once they are done with it so later lookups are not refused.
 pub fn forget_neighbors(ns: &Netns) {
     let _ = Command::new("ip").args(["-n", &ns.name, "neigh", "flush", "all"]).output();
+}
+
+/// A process in a namespace, killed on drop.
+pub struct Server(pub std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+const SERVE: &str = include_str!("../../../testdata/probe/serve.py");
+const PROBE: &str = include_str!("../../../testdata/probe/probe.py");
+
+/// TCP (accept, close) and UDP (echo) servers on `port` in `ns`, bound to `address`; returns
+/// once they listen.
+pub fn serve(ns: &Netns, port: u16, address: &str) -> Server {
+    use std::io::BufRead;
+    let p = port.to_string();
+    let mut child = ns
+        .command("python3")
+        .args(["-c", SERVE, &p, &p, address])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready", "servers in {}", ns.name);
+    Server(child)
+}
+
+/// Tries every (protocol, address, port) from `ns` with source `src`, all at once; `strict`
+/// counts a refused TCP connection as a failure. Each probe is tried once: a stale neighbour
+/// entry shows up as a failure, not as a delay.
+pub fn probe(ns: &Netns, src: &str, probes: &[(&str, String, u16)], strict: bool) -> Vec<bool> {
+    let list: Vec<(&str, &str, u16)> = probes.iter().map(|(p, a, port)| (*p, a.as_str(), *port)).collect();
+    let mut cmd = ns.command("python3");
+    cmd.args(["-c", PROBE, src]);
+    if strict {
+        cmd.arg("strict");
+    }
+    let out = super::pipe(cmd, &serde_json::to_value(&list).unwrap());
+    assert!(out.status.success(), "probe.py in {}: {}", ns.name, String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Packets `ns` received from `source` (a CIDR), counted by an INPUT rule added the first time.
+pub fn count_from(ns: &Netns, source: &str) -> u64 {
+    let rules = super::run(ns.command("iptables-save").args(["-c", "-t", "filter"]));
+    let text = String::from_utf8_lossy(&rules.stdout).into_owned();
+    let ours = |l: &&str| {
+        let words: Vec<&str> = l.split_whitespace().collect();
+        words.windows(2).any(|w| w == ["-s", source]) && words.len() == 5
+    };
+    if !text.lines().any(|l| ours(&l)) {
+        super::run(ns.command("iptables").args(["-A", "INPUT", "-s", source]));
+        return 0;
+    }
+    text.lines()
+        .filter(ours)
+        .filter_map(|l| l.strip_prefix('[')?.split(':').next()?.parse::<u64>().ok())
+        .sum()
 }

@@ -1,0 +1,311 @@
+//! The real `Kernel`: steps carried out over rtnetlink (node and pod namespaces), nf_tables
+//! netlink (translation map elements) and iptables-restore (SNAT, port mappings). Link indices
+//! are looked up once per name and remembered for the rest of the command.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+
+use super::bridge;
+use super::iptables::{self, Iptables, NatTable};
+use super::mac::Mac;
+use super::netlink::{Netlink, RouteSpec};
+use super::nft::Nft;
+use super::state::NodeRecord;
+use super::step::{Kernel, Step};
+use super::translation;
+use crate::skel::error::{Error, Result};
+use crate::store::Store;
+
+pub struct RealKernel<'a> {
+    rt: &'a tokio::runtime::Runtime,
+    host: Netlink,
+    pod_ns: Option<PathBuf>,
+    pod: Option<Netlink>,
+    nft: Option<Nft>,
+    /// Serialises nat-table edits between plugin processes.
+    nat_lock: &'a Store,
+    /// For re-installing the translation table when a step finds it gone.
+    node: Option<&'a NodeRecord>,
+    links: HashMap<(bool, String), u32>,
+}
+
+fn route(dst: IpNet, gw: Option<IpAddr>, link_scope: bool) -> RouteSpec {
+    RouteSpec { dst, gw, metric: None, src: None, link_scope, kernel: false, oif: None }
+}
+
+impl<'a> RealKernel<'a> {
+    pub fn new(
+        rt: &'a tokio::runtime::Runtime,
+        pod_ns: Option<&Path>,
+        nat_lock: &'a Store,
+        node: Option<&'a NodeRecord>,
+    ) -> Result<RealKernel<'a>> {
+        let host = {
+            let _ctx = rt.enter();
+            Netlink::connect()?
+        };
+        Ok(RealKernel {
+            rt,
+            host,
+            pod_ns: pod_ns.map(Path::to_path_buf),
+            pod: None,
+            nft: None,
+            nat_lock,
+            node,
+            links: HashMap::new(),
+        })
+    }
+
+    pub fn host(&self) -> &Netlink {
+        &self.host
+    }
+
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    fn pod(&mut self) -> Result<Netlink> {
+        if let Some(p) = &self.pod {
+            return Ok(p.clone());
+        }
+        let path =
+            self.pod_ns.clone().ok_or_else(|| Error::Netlink("no pod namespace for this step".into()))?;
+        let handle = self.rt.handle().clone();
+        let nl = self.rt.block_on(async { Netlink::connect_in(&path, &handle) })?;
+        self.pod = Some(nl.clone());
+        Ok(nl)
+    }
+
+    fn nft(&mut self) -> Result<&mut Nft> {
+        if self.nft.is_none() {
+            self.nft = Some(Nft::open()?);
+        }
+        self.nft.as_mut().ok_or_else(|| Error::Netlink("nf_tables socket".into()))
+    }
+
+    /// The index of link `name` on the node (`in_pod` false) or in the pod; `None` if absent.
+    fn index(&mut self, in_pod: bool, name: &str) -> Result<Option<u32>> {
+        if let Some(i) = self.links.get(&(in_pod, name.to_string())) {
+            return Ok(Some(*i));
+        }
+        let nl = if in_pod { self.pod()? } else { self.host.clone() };
+        let found = self.rt.block_on(nl.link(name))?.map(|l| l.index);
+        if let Some(i) = found {
+            self.links.insert((in_pod, name.to_string()), i);
+        }
+        Ok(found)
+    }
+
+    /// The veth's ends get new indices when it is made again.
+    fn forget_veth(&mut self, host: &str, ifname: &str) {
+        self.links.remove(&(false, host.to_string()));
+        self.links.remove(&(true, ifname.to_string()));
+    }
+
+    fn require(&mut self, in_pod: bool, name: &str) -> Result<u32> {
+        let side = if in_pod { "in the pod" } else { "on the node" };
+        self.index(in_pod, name)?.ok_or_else(|| Error::Netlink(format!("{name} not found {side}")))
+    }
+
+    fn translation(&mut self, table: &str, ip: std::net::Ipv4Addr, mac: Mac) -> Result<()> {
+        let map = translation::map_ref(table);
+        match self.nft()?.put(map, &ip.octets(), mac.bytes()) {
+            Err(Error::Nft { missing: true, msg }) => {
+                let node = self.node.ok_or(Error::Nft { missing: true, msg: msg.clone() })?;
+                tracing::warn!("{msg}; re-installing the translation table of {}", node.bridge);
+                bridge::install_translation(node)?;
+                self.nft()?.put(map, &ip.octets(), mac.bytes()).map(|_| ())
+            }
+            other => other.map(|_| ()),
+        }
+    }
+
+    fn nat_edit(&mut self, render: impl FnOnce(&str) -> Option<String>) -> Result<()> {
+        let _guard = self.nat_lock.lock()?;
+        if let Some(text) = render(&Iptables.save()?) {
+            Iptables.restore(&text)?;
+        }
+        Ok(())
+    }
+
+    fn nat_holds(&self, check: impl FnOnce(&str) -> bool) -> Result<bool> {
+        Ok(check(&Iptables.save()?))
+    }
+}
+
+impl Kernel for RealKernel<'_> {
+    fn apply(&mut self, step: &Step) -> Result<()> {
+        match step {
+            Step::Veth { host, host_mac, ifname, pod_mac } => {
+                self.forget_veth(host, ifname);
+                if self.rt.block_on(self.host.delete_link(host))? {
+                    tracing::info!("removed {host} left by an interrupted ADD");
+                }
+                let path = self.pod_ns.clone().ok_or_else(|| Error::Netlink("no pod namespace".into()))?;
+                let ns = std::fs::File::open(&path).map_err(|e| Error::InvalidEnv {
+                    name: "CNI_NETNS",
+                    reason: format!("cannot open network namespace {}: {e}", path.display()),
+                })?;
+                self.rt.block_on(self.host.create_veth(host, host_mac.bytes(), ifname, pod_mac.bytes(), &ns))
+            }
+            Step::PodAddress { ifname, address, prefix_route } => {
+                let i = self.require(true, ifname)?;
+                let pod = self.pod()?;
+                self.rt.block_on(pod.add_address_with(i, *address, *prefix_route))
+            }
+            Step::PodUp { ifname } => {
+                let i = self.require(true, ifname)?;
+                let lo = self.index(true, "lo")?;
+                let pod = self.pod()?;
+                self.rt.block_on(async {
+                    pod.set_up(i).await?;
+                    if let Some(lo) = lo {
+                        pod.set_up(lo).await?;
+                    }
+                    Ok(())
+                })
+            }
+            Step::PodRoute { ifname, dst, gw, link_scope } => {
+                let i = self.require(true, ifname)?;
+                let pod = self.pod()?;
+                self.rt.block_on(pod.add_route(&route(*dst, *gw, *link_scope), i))
+            }
+            Step::PodNeighbour { ifname, ip, mac } => {
+                let i = self.require(true, ifname)?;
+                let pod = self.pod()?;
+                self.rt.block_on(pod.set_neighbour(i, *ip, mac.bytes()))
+            }
+            Step::HostOnBridge { host, bridge } => {
+                let (h, b) = (self.require(false, host)?, self.require(false, bridge)?);
+                self.rt.block_on(self.host.set_controller(h, b))
+            }
+            Step::HostUp { host } => {
+                let h = self.require(false, host)?;
+                self.rt.block_on(self.host.set_up(h))
+            }
+            Step::HostRoute { host, dst } => {
+                let h = self.require(false, host)?;
+                self.rt.block_on(self.host.add_route(&route(*dst, None, true), h))
+            }
+            Step::BridgeNeighbour { bridge, ip, mac } => {
+                let b = self.require(false, bridge)?;
+                self.rt.block_on(self.host.set_neighbour(b, *ip, mac.bytes()))
+            }
+            Step::Translation { table, ip, mac } => self.translation(table, *ip, *mac),
+            Step::Snat { subnets, vnet } => {
+                self.nat_edit(|save| Some(iptables::snat_restore(save, subnets, vnet)))?;
+                tracing::info!(
+                    "outbound SNAT for {} (VNet: {})",
+                    subnets.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", "),
+                    vnet.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ")
+                );
+                Ok(())
+            }
+            Step::PortMappings { tag, ip, mappings, masquerade } => {
+                self.nat_edit(|save| Some(iptables::dnat_add_restore(save, tag, *ip, mappings, *masquerade)))
+            }
+        }
+    }
+
+    fn undo(&mut self, step: &Step) -> Result<()> {
+        match step {
+            Step::Veth { host, ifname, .. } => {
+                self.forget_veth(host, ifname);
+                if self.rt.block_on(self.host.delete_link(host))? {
+                    tracing::info!("deleted {host} (and its peer in the pod)");
+                } else {
+                    tracing::info!("{host} was already gone");
+                }
+                Ok(())
+            }
+            Step::BridgeNeighbour { bridge, ip, mac } => {
+                let Some(b) = self.index(false, bridge)? else { return Ok(()) };
+                let host = self.host.clone();
+                self.rt.block_on(async {
+                    let ours = host.neighbours(b).await?.iter().any(|n| n.ip == *ip && n.mac == mac.bytes());
+                    if ours {
+                        host.del_neighbour(b, *ip).await?;
+                    }
+                    Ok(())
+                })
+            }
+            Step::Translation { table, ip, mac } => {
+                let map = translation::map_ref(table);
+                let nft = self.nft()?;
+                let current = match nft.list(map) {
+                    Ok(c) => c,
+                    Err(Error::Nft { missing: true, .. }) => return Ok(()),
+                    Err(e) => return Err(e),
+                };
+                if current.iter().any(|e| e.key == ip.octets() && e.value == mac.bytes()) {
+                    nft.remove(map, &ip.octets())?;
+                }
+                Ok(())
+            }
+            Step::PortMappings { tag, .. } => self.nat_edit(|save| iptables::dnat_del_restore(save, tag)),
+            _ => Ok(()),
+        }
+    }
+
+    fn holds(&mut self, step: &Step) -> Result<bool> {
+        match step {
+            Step::Veth { host, host_mac, ifname, pod_mac } => {
+                let h = self.rt.block_on(self.host.link(host))?;
+                let pod = self.pod()?;
+                let p = self.rt.block_on(pod.link(ifname))?;
+                Ok(h.is_some_and(|l| l.mac == host_mac.bytes())
+                    && p.is_some_and(|l| l.mac == pod_mac.bytes()))
+            }
+            Step::PodAddress { ifname, address, .. } => {
+                let Some(i) = self.index(true, ifname)? else { return Ok(false) };
+                let pod = self.pod()?;
+                Ok(self.rt.block_on(pod.addresses(Some(i)))?.iter().any(|(_, a)| a == address))
+            }
+            Step::PodUp { ifname } => {
+                let pod = self.pod()?;
+                Ok(self.rt.block_on(pod.link(ifname))?.is_some_and(|l| l.up))
+            }
+            Step::PodRoute { dst, gw, .. } => {
+                let pod = self.pod()?;
+                Ok(self.rt.block_on(pod.routes())?.iter().any(|r| r.dst == *dst && r.gw == *gw))
+            }
+            Step::PodNeighbour { ifname, ip, mac } => {
+                let Some(i) = self.index(true, ifname)? else { return Ok(false) };
+                let pod = self.pod()?;
+                let n = self.rt.block_on(pod.neighbours(i))?;
+                Ok(n.iter().any(|n| n.ip == *ip && n.mac == mac.bytes() && n.permanent))
+            }
+            Step::HostOnBridge { host, bridge } => {
+                let b = self.index(false, bridge)?;
+                Ok(b.is_some() && self.rt.block_on(self.host.link(host))?.is_some_and(|l| l.controller == b))
+            }
+            Step::HostUp { host } => Ok(self.rt.block_on(self.host.link(host))?.is_some_and(|l| l.up)),
+            Step::HostRoute { host, dst } => {
+                let Some(h) = self.index(false, host)? else { return Ok(false) };
+                Ok(self.rt.block_on(self.host.routes())?.iter().any(|r| r.dst == *dst && r.oif == Some(h)))
+            }
+            Step::BridgeNeighbour { bridge, ip, mac } => {
+                let Some(b) = self.index(false, bridge)? else { return Ok(false) };
+                let n = self.rt.block_on(self.host.neighbours(b))?;
+                Ok(n.iter().any(|n| n.ip == *ip && n.mac == mac.bytes() && n.permanent))
+            }
+            Step::Translation { table, ip, mac } => {
+                let list = match self.nft()?.list(translation::map_ref(table)) {
+                    Ok(l) => l,
+                    Err(Error::Nft { missing: true, .. }) => return Ok(false),
+                    Err(e) => return Err(e),
+                };
+                Ok(list.iter().any(|e| e.key == ip.octets() && e.value == mac.bytes()))
+            }
+            Step::Snat { .. } => {
+                self.nat_holds(|save| save.contains(&format!("-A {} ", iptables::SNAT_CHAIN)))
+            }
+            Step::PortMappings { tag, mappings, .. } => {
+                self.nat_holds(|save| iptables::dnat_rules_of(save, tag) >= mappings.len())
+            }
+        }
+    }
+}
