@@ -1,16 +1,20 @@
-//! A benchmark "node": one network namespace with `eth0` (the VNet NIC) and the host-agent
-//! emulator at 168.63.129.16, plus pod namespaces; all removed on drop. The measuring half of
-//! a bench re-execs itself inside the node (`ip netns exec`), so plugin calls pay no per-call
-//! namespace switch.
+//! A benchmark "node": one network namespace with `eth0` (the VNet NIC, plugged into a VNet
+//! fabric with Azure's rules, see `vnet-fabric`) and the host-agent emulator at 168.63.129.16,
+//! plus pod namespaces; all removed on drop. The measuring half of a bench re-execs itself
+//! inside the node (`ip netns exec`), so plugin calls pay no per-call namespace switch.
 
 use std::io::{BufRead, BufReader};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+
+use vnet_fabric::{Fabric, Kind, Nic, Spec};
 
 pub const MAC: &str = "00:0d:3a:00:00:01";
 
 pub struct BenchNode {
     pub netns: String,
+    pub fabric: String,
     pub dir: PathBuf,
     pub pods: Vec<String>,
     emulator: Option<Child>,
@@ -26,6 +30,7 @@ impl Drop for BenchNode {
             let _ = Command::new("ip").args(["netns", "del", p]).status();
         }
         let _ = Command::new("ip").args(["netns", "del", &self.netns]).status();
+        let _ = Command::new("ip").args(["netns", "del", &self.fabric]).status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -68,6 +73,7 @@ impl BenchNode {
         let id = std::process::id();
         let mut node = BenchNode {
             netns: format!("{tag}-{id}"),
+            fabric: format!("{tag}-{id}-vnet"),
             dir: std::env::temp_dir().join(format!("{tag}-{id}")),
             pods: Vec::new(),
             emulator: None,
@@ -76,11 +82,20 @@ impl BenchNode {
         let n = node.netns.clone();
         sh(&["ip", "netns", "add", &n])?;
         sh(&["ip", "-n", &n, "link", "set", "lo", "up"])?;
-        sh(&[
-            "ip", "-n", &n, "link", "add", "eth0", "address", MAC, "type", "veth", "peer", "name", "vnet0",
-        ])?;
-        sh(&["ip", "-n", &n, "link", "set", "eth0", "up"])?;
-        sh(&["ip", "-n", &n, "link", "set", "vnet0", "up"])?;
+        sh(&["ip", "netns", "add", &node.fabric])?;
+        let spec = Spec {
+            kind: Kind::Azure,
+            subnet: "10.240.0.0/16".parse().map_err(|_| "subnet")?,
+            gateway: Ipv4Addr::new(10, 240, 0, 1),
+        };
+        let fabric = Fabric::create(&node.fabric, &spec).map_err(|e| e.to_string())?;
+        let nic = Nic {
+            port: "pnode".into(),
+            mac: MAC.into(),
+            primary: Ipv4Addr::new(10, 240, 0, 4),
+            secondaries: (5..=254).map(|last| Ipv4Addr::new(10, 240, 0, last)).collect(),
+        };
+        fabric.plug(&n, "eth0", &nic).map_err(|e| e.to_string())?;
         sh(&["ip", "-n", &n, "addr", "add", "10.240.0.4/16", "dev", "eth0"])?;
         sh(&["ip", "-n", &n, "route", "add", "default", "via", "10.240.0.1"])?;
         sh(&["ip", "-n", &n, "addr", "add", "168.63.129.16/32", "dev", "lo"])?;

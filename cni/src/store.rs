@@ -105,25 +105,34 @@ impl Locked<'_> {
 
     /// Replaces the state file atomically.
     pub fn save<T: Serialize>(&self, state: &T) -> Result<()> {
-        let path = &self.store.path;
-        let tmp = self.store.sibling(".tmp");
-        let mut bytes = serde_json::to_vec(state)
-            .map_err(|e| Error::Io(format!("encoding state for {}: {e}", path.display())))?;
-        bytes.push(b'\n');
-        let write = || -> std::io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()
-        };
-        write().map_err(|e| Error::io("writing", &tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io("renaming into place", path, e))?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            // Makes the rename itself durable; some filesystems refuse to fsync a directory.
-            if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
-                tracing::debug!("fsync of {} failed: {e}", dir.display());
-            }
+        write_atomically(&self.store.path, &self.store.sibling(".tmp"), state)
+    }
+}
+
+/// Replaces `path` with `value` as JSON: written to `tmp`, fsynced, renamed over `path`, the
+/// directory fsynced, so a reader sees the old or the new file and a crash loses neither.
+pub fn write_atomically<T: Serialize>(path: &Path, tmp: &Path, value: &T) -> Result<()> {
+    let mut bytes = serde_json::to_vec(value)
+        .map_err(|e| Error::Io(format!("encoding state for {}: {e}", path.display())))?;
+    bytes.push(b'\n');
+    let write = || -> std::io::Result<()> {
+        let mut f = File::create(tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()
+    };
+    write().map_err(|e| Error::io("writing", tmp, e))?;
+    std::fs::rename(tmp, path).map_err(|e| Error::io("renaming into place", path, e))?;
+    sync_dir(path);
+    Ok(())
+}
+
+/// Makes a rename or unlink in `path`'s directory durable (some filesystems refuse to fsync a
+/// directory; that is logged, not fatal).
+pub fn sync_dir(path: &Path) {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
+            tracing::debug!("fsync of {} failed: {e}", dir.display());
         }
-        Ok(())
     }
 }
 

@@ -35,20 +35,62 @@ fn bad_configs_and_environments_get_exact_codes() {
     assert_eq!(reply.code(), 110, "master not on the host: {}", reply.json);
     assert!(!node.links().contains(&"azure0".to_string()), "a failed takeover leaves no bridge");
 
-    let cases: Vec<(&str, Value, u64)> = vec![
-        ("unknown mode", with(&conf, "mode", json!("vxlan")), 7),
-        ("bridge name too long", with(&conf, "bridge", json!("azure-bridge-0123")), 7),
-        ("IPAM plugin missing", with(&conf, "ipam", json!({"type": "no-such-ipam"})), 111),
-        ("cniVersion unsupported", with(&conf, "cniVersion", json!("0.2.0")), 1),
+    let cases: Vec<(&str, Value, u64, &str)> = vec![
+        ("unknown mode", with(&conf, "mode", json!("vxlan")), 7, "mode"),
+        ("bridge name too long", with(&conf, "bridge", json!("azure-bridge-0123")), 7, "bridge"),
+        ("bridge name with a slash", with(&conf, "bridge", json!("az/0")), 7, "bridge"),
+        ("master is loopback", with(&conf, "master", json!("lo")), 7, "master"),
+        ("master is the bridge", with(&conf, "master", json!("azure0")), 7, "master"),
+        ("IPAM plugin missing", with(&conf, "ipam", json!({"type": "no-such-ipam"})), 111, "no-such-ipam"),
+        ("cniVersion unsupported", with(&conf, "cniVersion", json!("0.2.0")), 1, "0.2.0"),
     ];
-    for (what, c, code) in cases {
-        assert_eq!(node.cni("ADD", &pod, &c).code(), code, "{what}");
+    for (what, c, code, needle) in cases {
+        let reply = node.cni("ADD", &pod, &c);
+        assert_eq!(reply.code(), code, "{what}: {}", reply.json);
+        assert!(reply.json["msg"].as_str().unwrap().contains(needle), "{what}: {}", reply.json);
+        assert!(!node.links().contains(&"azure0".to_string()), "{what} left a bridge");
+        assert!(!node.state_file().exists() || node.endpoints() == 0, "{what} left a record");
     }
     let long_ifname = node.cni_raw("ADD", "c1", &pod.path(), "eth0-much-too-long", &conf);
     assert_eq!(long_ifname.code(), 4, "ifname > 15 chars");
     let no_netns = node.cni_raw("ADD", "c1", Path::new("/var/run/netns/does-not-exist"), "eth0", &conf);
     assert_eq!(no_netns.code(), 4, "netns path missing: {}", no_netns.json);
     assert!(no_netns.json["msg"].as_str().unwrap().contains("CNI_NETNS"));
+    assert_clean(node);
+
+    // None of that shaped what a valid ADD does; then a mode the node is not in is refused.
+    node.cni("ADD", &pod, &conf).address();
+    let other = Netns::new("other");
+    let reply = node.cni("ADD", &other, &with(&conf, "mode", json!("transparent")));
+    assert_eq!(reply.code(), 7, "{}", reply.json);
+    assert!(reply.json["msg"].as_str().unwrap().contains("bridge mode"), "{}", reply.json);
+    assert!(node.cni("DEL", &pod, &conf).ok);
+    assert_clean(node);
+}
+
+#[test]
+fn an_address_outside_the_vnet_is_refused_and_released() {
+    let lab = Lab::new(1, 4);
+    let node = &lab.nodes[0];
+    let data = node.dir.path().join("host-local");
+    let ipam = json!({"type": "host-local", "dataDir": data, "ranges": [[{"subnet": "10.99.0.0/24"}]]});
+    let conf = with(&node.config("1.0.0"), "ipam", ipam);
+    let pod = Netns::new("p");
+    let mut cmd = node.cni_command("ADD", &pod.name, &pod.path(), "eth0");
+    cmd.env("CNI_PATH", "/usr/lib/cni");
+    let reply = Reply::from_output(common::pipe(cmd, &conf));
+    assert_eq!(reply.code(), 117, "{}", reply.json);
+    let msg = reply.json["msg"].as_str().unwrap();
+    assert!(
+        msg.contains("10.99.0.") && msg.contains("outside the VNet") && msg.contains("10.240.0.0/16"),
+        "{msg}"
+    );
+    let held: Vec<_> =
+        std::fs::read_dir(data.join("azure")).map(|d| d.flatten().collect()).unwrap_or_default();
+    assert!(
+        held.iter().all(|e| !e.file_name().to_string_lossy().starts_with("10.99.")),
+        "released: {held:?}"
+    );
     assert_clean(node);
 }
 

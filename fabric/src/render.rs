@@ -53,6 +53,7 @@ pub fn fabric_links(spec: &Spec) -> Vec<String> {
         // The gateway is the fabric itself; unowned VNet addresses route to a sink (lo), so
         // proxy ARP answers them too, and the forward hook drops what goes there.
         Kind::Azure => vec![
+            "link set lo up".into(),
             format!("address add {}/32 dev lo", spec.gateway),
             format!("route add {} dev lo", spec.subnet),
         ],

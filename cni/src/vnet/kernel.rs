@@ -1,6 +1,13 @@
 //! The real `Kernel`: steps carried out over rtnetlink (node and pod namespaces), nf_tables
 //! netlink (translation map elements) and iptables-restore (SNAT, port mappings). Link indices
 //! are looked up once per name and remembered for the rest of the command.
+//!
+//! DEL and GC defer what the kernel is slow at to the reaper (`reaper.rs`): they park the veth
+//! (the host end down, which at once removes the routes and neighbour entries through it and
+//! stops the bridge forwarding to it, and in link group `REAP_GROUP`; the pod end down and
+//! renamed `azq…`, so `CNI_IFNAME` is free at once for the next ADD into that namespace) and
+//! leave its deletion, and the removal of the translation element, to the reaper. A rollback
+//! or an ADD starting over deletes at once: it makes the same names again.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -13,6 +20,7 @@ use super::iptables::{self, Iptables, NatTable};
 use super::mac::Mac;
 use super::netlink::{Netlink, RouteSpec};
 use super::nft::Nft;
+use super::reaper::{self, REAP_GROUP};
 use super::state::NodeRecord;
 use super::step::{Kernel, Step};
 use super::translation;
@@ -30,6 +38,10 @@ pub struct RealKernel<'a> {
     /// For re-installing the translation table when a step finds it gone.
     node: Option<&'a NodeRecord>,
     links: HashMap<(bool, String), u32>,
+    /// DEL/GC: what was left to the reaper (see the module doc).
+    deferred: Option<Vec<String>>,
+    /// The state file: where the reaper and the translation lock are found.
+    state_file: PathBuf,
 }
 
 fn route(dst: IpNet, gw: Option<IpAddr>, link_scope: bool) -> RouteSpec {
@@ -56,7 +68,41 @@ impl<'a> RealKernel<'a> {
             nat_lock,
             node,
             links: HashMap::new(),
+            deferred: None,
+            state_file: nat_lock.path().to_path_buf(),
         })
+    }
+
+    /// The state file the command works on (for the reaper and the translation lock).
+    pub fn with_state_file(mut self, state_file: &Path) -> Self {
+        self.state_file = state_file.to_path_buf();
+        self
+    }
+
+    /// From now on slow teardown is left to the reaper (DEL, GC).
+    pub fn defer_to_reaper(&mut self) {
+        self.deferred.get_or_insert_with(Vec::new);
+    }
+
+    /// Starts the detached reaper for what was left to it, unless one is pending (it will see
+    /// it). If none can start, parked veths are deleted here and now.
+    pub fn finish(&mut self) {
+        let Some(left) = self.deferred.take().filter(|n| !n.is_empty()) else { return };
+        if reaper::pending(&self.state_file) {
+            tracing::debug!("a reaper is pending; it takes {}", left.join(", "));
+            return;
+        }
+        match reaper::start(&self.state_file) {
+            Ok(pid) => tracing::debug!("reaper {pid} takes {}", left.join(", ")),
+            Err(e) => {
+                tracing::warn!("cannot start the reaper ({e}); deleting now");
+                for name in left.iter().filter(|n| n.starts_with("azv")) {
+                    if let Err(e) = self.rt.block_on(self.host.delete_link(name)) {
+                        tracing::warn!("deleting {name}: {e}");
+                    }
+                }
+            }
+        }
     }
 
     pub fn host(&self) -> &Netlink {
@@ -99,6 +145,27 @@ impl<'a> RealKernel<'a> {
         Ok(found)
     }
 
+    /// Frees `ifname` in the pod at once (best effort: the namespace may be gone, and then so
+    /// is the pair): our pod end, recognised by its MAC, goes down and takes its parked name.
+    fn park_pod_end(&mut self, host: &str, ifname: &str, pod_mac: Mac) {
+        let Some(path) = self.pod_ns.clone().filter(|p| p.exists()) else { return };
+        let parked = reaper::parked_name(host);
+        let done = self.pod().and_then(|pod| {
+            self.rt.block_on(async {
+                match pod.link(ifname).await? {
+                    Some(l) if l.mac == pod_mac.bytes() => {
+                        pod.park(l.index, REAP_GROUP).await?;
+                        pod.rename(l.index, &parked).await
+                    }
+                    _ => Ok(()),
+                }
+            })
+        });
+        if let Err(e) = done {
+            tracing::warn!("could not free {ifname} in {}: {e}", path.display());
+        }
+    }
+
     /// The veth's ends get new indices when it is made again.
     fn forget_veth(&mut self, host: &str, ifname: &str) {
         self.links.remove(&(false, host.to_string()));
@@ -112,6 +179,9 @@ impl<'a> RealKernel<'a> {
 
     fn translation(&mut self, table: &str, ip: std::net::Ipv4Addr, mac: Mac) -> Result<()> {
         let map = translation::map_ref(table);
+        // Never between the reaper's reading of the records and its removals.
+        let lock = reaper::translation_lock(&self.state_file, std::time::Duration::from_secs(10));
+        let _guard = lock.lock()?;
         match self.nft()?.put(map, &ip.octets(), mac.bytes()) {
             Err(Error::Nft { missing: true, msg }) => {
                 let node = self.node.ok_or(Error::Nft { missing: true, msg: msg.clone() })?;
@@ -212,6 +282,18 @@ impl Kernel for RealKernel<'_> {
 
     fn undo(&mut self, step: &Step) -> Result<()> {
         match step {
+            Step::Veth { host, ifname, pod_mac, .. } if self.deferred.is_some() => {
+                self.forget_veth(host, ifname);
+                let Some(link) = self.rt.block_on(self.host.link(host))? else {
+                    tracing::info!("{host} was already gone");
+                    return Ok(());
+                };
+                self.rt.block_on(self.host.park(link.index, REAP_GROUP))?;
+                self.park_pod_end(host, ifname, *pod_mac);
+                tracing::info!("parked {host} (down, detached; deleted in the background)");
+                self.deferred.get_or_insert_with(Vec::new).push(host.clone());
+                Ok(())
+            }
             Step::Veth { host, ifname, .. } => {
                 self.forget_veth(host, ifname);
                 if self.rt.block_on(self.host.delete_link(host))? {
@@ -221,30 +303,24 @@ impl Kernel for RealKernel<'_> {
                 }
                 Ok(())
             }
-            Step::BridgeNeighbour { bridge, ip, mac } => {
+            // Removed by key, without reading first: the address is still this endpoint's (IPAM
+            // releases it last), so no other endpoint can hold an entry for it yet.
+            Step::BridgeNeighbour { bridge, ip, .. } => {
                 let Some(b) = self.index(false, bridge)? else { return Ok(()) };
-                let host = self.host.clone();
-                self.rt.block_on(async {
-                    let ours = host.neighbours(b).await?.iter().any(|n| n.ip == *ip && n.mac == mac.bytes());
-                    if ours {
-                        host.del_neighbour(b, *ip).await?;
-                    }
-                    Ok(())
-                })
+                self.rt.block_on(self.host.del_neighbour(b, *ip))
             }
-            Step::Translation { table, ip, mac } => {
-                let map = translation::map_ref(table);
-                let nft = self.nft()?;
-                let current = match nft.list(map) {
-                    Ok(c) => c,
-                    Err(Error::Nft { missing: true, .. }) => return Ok(()),
-                    Err(e) => return Err(e),
-                };
-                if current.iter().any(|e| e.key == ip.octets() && e.value == mac.bytes()) {
-                    nft.remove(map, &ip.octets())?;
-                }
+            Step::Translation { ip, .. } if self.deferred.is_some() => {
+                tracing::debug!("the translation of {ip} is left to the reaper");
+                self.deferred.get_or_insert_with(Vec::new).push(ip.to_string());
                 Ok(())
             }
+            Step::Translation { table, ip, .. } => {
+                match self.nft()?.remove(translation::map_ref(table), &ip.octets()) {
+                    Ok(_) | Err(Error::Nft { missing: true, .. }) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
+
             Step::PortMappings { tag, .. } => self.nat_edit(|save| iptables::dnat_del_restore(save, tag)),
             _ => Ok(()),
         }

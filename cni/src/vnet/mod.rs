@@ -13,6 +13,7 @@
 //! against a recording fake.
 
 pub mod bridge;
+pub mod call;
 pub mod config;
 pub mod delegate;
 pub mod iptables;
@@ -24,6 +25,8 @@ pub mod netlink;
 pub mod nft;
 pub mod node;
 pub mod plugin;
+pub mod reaper;
+pub mod records;
 pub mod state;
 pub mod step;
 pub mod translation;

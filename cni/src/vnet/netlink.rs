@@ -212,6 +212,46 @@ impl Netlink {
             .map_err(|e| fail(format_args!("setting link #{index} up"), e))
     }
 
+    /// Takes a link down and puts it in link group `group` (one request).
+    pub async fn park(&self, index: u32, group: u32) -> Result<()> {
+        let msg = LinkUnspec::new_with_index(index)
+            .down()
+            .append_extra_attribute(LinkAttribute::Group(group))
+            .build();
+        let r = self.handle.link().set(msg).execute().await;
+        tolerate(r, &[Errno::ENODEV], format_args!("taking link #{index} down"))
+    }
+
+    /// Renames a link (it must be down).
+    pub async fn rename(&self, index: u32, name: &str) -> Result<()> {
+        let msg = LinkUnspec::new_with_index(index).name(name.to_string()).build();
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(|e| fail(format_args!("renaming link #{index} to {name}"), e))
+    }
+
+    /// The links of link group `group`.
+    pub async fn group(&self, group: u32) -> Result<Vec<Link>> {
+        let msgs: Vec<LinkMessage> =
+            self.handle.link().get().execute().try_collect().await.map_err(|e| fail("listing links", e))?;
+        Ok(msgs
+            .iter()
+            .filter(|m| m.attributes.iter().any(|a| matches!(a, LinkAttribute::Group(g) if *g == group)))
+            .map(to_link)
+            .collect())
+    }
+
+    /// Deletes every link of group `group` in one request: the kernel unregisters them
+    /// together and waits once, not once per link.
+    pub async fn delete_group(&self, group: u32) -> Result<()> {
+        let mut req = self.handle.link().del(0);
+        req.message_mut().attributes.push(LinkAttribute::Group(group));
+        tolerate(req.execute().await, &[Errno::ENODEV], format_args!("deleting link group {group}"))
+    }
+
     /// Deletes a link by name; false when it did not exist.
     pub async fn delete_link(&self, name: &str) -> Result<bool> {
         let Some(link) = self.link(name).await? else { return Ok(false) };

@@ -13,6 +13,7 @@ use std::path::Path;
 use ipnet::IpNet;
 use serde_json::Value;
 
+use super::call::{crash_point, Call};
 use super::kernel::RealKernel;
 use super::mac::Mac;
 use super::mode::{self, Attach, Driver, Mode, Node, Snat};
@@ -20,108 +21,14 @@ use super::netlink::Netlink;
 use super::state::{endpoint_key, Endpoint, NodeRecord, VnetState};
 use super::step::{self, Kernel, Step};
 use super::{delegate, iptables, names, node, translation};
-use crate::ipam::nic::Sysfs;
-use crate::ipam::IpamPlugin;
-use crate::logging;
 use crate::skel::error::{Error, Result};
 use crate::skel::result::{CniResult, Dns, Interface, IpConfig};
 use crate::skel::version::Version;
 use crate::skel::{Attachment, Plugin, Request};
-use crate::store::Store;
 
 use super::config::VnetConfig;
 
 pub struct VnetPlugin;
-
-/// Everything one command needs.
-struct Call<'a> {
-    req: &'a Request,
-    cfg: VnetConfig,
-    store: Store,
-    rt: tokio::runtime::Runtime,
-}
-
-impl<'a> Call<'a> {
-    fn new(req: &'a Request) -> Result<Call<'a>> {
-        let cfg = VnetConfig::parse(&req.config)?;
-        logging::init(&cfg.log_file, cfg.log_level);
-        let store = Store::new(&cfg.state_file, cfg.lock_timeout);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .enable_time()
-            .build()
-            .map_err(|e| Error::Io(format!("starting the async runtime: {e}")))?;
-        Ok(Call { req, cfg, store, rt })
-    }
-
-    fn key(&self) -> String {
-        endpoint_key(&self.req.env.container_id, &self.req.env.ifname)
-    }
-
-    fn ipam(&self, command: &str) -> Result<Option<Value>> {
-        let binary = delegate::find(&self.cfg.ipam_type, &self.req.env.path)?;
-        if is_our_ipam(&binary) {
-            tracing::debug!("{command}: azure-vnet-ipam in process ({} is ours)", binary.display());
-            return ipam_in_process(self.req, command);
-        }
-        let stdin = serde_json::to_vec(&self.req.config).map_err(|e| Error::Io(e.to_string()))?;
-        tracing::debug!("{command}: delegating to {}", binary.display());
-        delegate::exec(&binary, command, &stdin)
-    }
-
-    /// Serialises nat-table read-modify-writes between concurrent plugin processes.
-    fn nat_lock(&self) -> Store {
-        let mut p = self.store.path().as_os_str().to_owned();
-        p.push(".iptables");
-        Store::new(p, self.cfg.lock_timeout)
-    }
-
-    fn update_state(&self, change: impl FnOnce(&mut VnetState) -> bool) -> Result<()> {
-        let lock = self.store.lock()?;
-        let mut state: VnetState = lock.load()?.unwrap_or_default();
-        if change(&mut state) {
-            lock.save(&state)?;
-        }
-        Ok(())
-    }
-}
-
-/// Test-only: `AZURE_VNET_TEST_CRASH_AFTER=<point>` makes the plugin SIGKILL itself right after
-/// that point of an ADD ("ipam", "record", or a step's name), so tests can prove that a crash
-/// anywhere leaves nothing a later DEL or GC does not clean. Never set in production.
-fn crash_point(point: &str) {
-    if std::env::var("AZURE_VNET_TEST_CRASH_AFTER").is_ok_and(|p| p == point) {
-        tracing::warn!("AZURE_VNET_TEST_CRASH_AFTER={point}: killing myself");
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGKILL);
-    }
-}
-
-/// The IPAM binary is our own azure-vnet-ipam when it sits next to this executable: then
-/// the same code runs in this process and saves an exec per call (about a third of an ADD).
-/// Any other IPAM plugin, or another build of azure-vnet-ipam elsewhere, is exec'd.
-fn is_our_ipam(binary: &Path) -> bool {
-    let ours = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf));
-    binary.file_name().is_some_and(|n| n == "azure-vnet-ipam")
-        && binary.parent().map(Path::to_path_buf) == ours
-}
-
-/// Runs azure-vnet-ipam's command on the same request, answering as the exec'd plugin would.
-fn ipam_in_process(req: &Request, command: &str) -> Result<Option<Value>> {
-    let plugin = IpamPlugin::new(Box::new(Sysfs::default()));
-    let outcome = match command {
-        "ADD" => plugin.add(req).map(|r| Some(r.render(req.version))),
-        "DEL" => plugin.del(req).map(|()| None),
-        "CHECK" => plugin.check(req).map(|()| None),
-        "STATUS" => plugin.status(req).map(|()| None),
-        "GC" => crate::skel::valid_attachments(&req.config).and_then(|v| plugin.gc(req, &v)).map(|()| None),
-        other => Err(Error::InvalidConfig(format!("no IPAM command {other}"))),
-    };
-    outcome.map_err(|e| Error::Delegate {
-        plugin: "azure-vnet-ipam".into(),
-        code: e.code(),
-        msg: e.to_string(),
-    })
-}
 
 fn netns_file(path: &Path) -> Result<File> {
     File::open(path).map_err(|e| Error::InvalidEnv {
@@ -165,22 +72,25 @@ impl Plugin for VnetPlugin {
         let call = Call::new(req)?;
         let netns_path = req.env.netns.clone().unwrap_or_default();
         netns_file(&netns_path)?;
+        // A missing IPAM plugin is found before the node is touched.
+        delegate::find(&call.cfg.ipam_type, &req.env.path)?;
         let seen: VnetState = call.store.load()?.unwrap_or_default();
         let record = call.rt.block_on(async {
             let nl = Netlink::connect()?;
             node::prepare(&nl, &call.cfg, &call.store, &seen).await
         })?;
         let nat_lock = call.nat_lock();
-        let mut k = RealKernel::new(&call.rt, Some(&netns_path), &nat_lock, Some(&record))?;
-        if let Some(ep) = seen.endpoints.get(&call.key()) {
-            if let Some(result) = repeated(&call, &mut k, &seen, ep, &netns_path)? {
+        let mut k = RealKernel::new(&call.rt, Some(&netns_path), &nat_lock, Some(&record))?
+            .with_state_file(&call.cfg.state_file);
+        if let Some(ep) = call.endpoint(&seen)? {
+            if let Some(result) = repeated(&call, &mut k, &seen, &ep, &netns_path)? {
                 return Ok(result);
             }
         }
         let ipam = call.ipam("ADD")?.ok_or_else(|| bad_ipam("ADD printed no result"))?;
         crash_point("ipam");
         let node = Node::from_record(&record);
-        match attach(&call, &mut k, mode::driver(call.cfg.mode), &node, ipam, &netns_path) {
+        match attach(&call, &mut k, mode::driver(call.cfg.mode), &node, &seen, ipam, &netns_path) {
             Ok(result) => Ok(result),
             Err(e) => {
                 // The address goes last, so it is never handed out while the old veth exists.
@@ -195,21 +105,34 @@ impl Plugin for VnetPlugin {
     fn del(&self, req: &Request) -> Result<()> {
         let call = Call::new(req)?;
         let state: VnetState = call.store.load()?.unwrap_or_default();
-        let ep = state.endpoints.get(&call.key());
-        let nat_lock = call.nat_lock();
         let mut errors = Vec::new();
-        match RealKernel::new(&call.rt, None, &nat_lock, state.node.as_ref()) {
-            Ok(mut k) => match ep {
-                Some(ep) => errors.extend(step::undo_all(&mut k, &recorded_steps(&state, ep))),
-                None => errors.extend(forget_unrecorded(&call, &mut k)),
-            },
-            Err(e) => errors.push(e),
+        // An unreadable record is kept (and reported); what its name tells is still removed.
+        let ep = call.endpoint(&state).unwrap_or_else(|e| {
+            errors.push(e);
+            None
+        });
+        let nat_lock = call.nat_lock();
+        let netns = req.env.netns.clone().filter(|p| !p.as_os_str().is_empty());
+        let mut kernel = RealKernel::new(&call.rt, netns.as_deref(), &nat_lock, state.node.as_ref())
+            .map(|k| k.with_state_file(&call.cfg.state_file));
+        match &mut kernel {
+            Ok(k) => {
+                k.defer_to_reaper();
+                match &ep {
+                    Some(ep) => errors.extend(step::undo_all(k, &recorded_steps(&state, ep))),
+                    None => errors.extend(forget_unrecorded(&call, k)),
+                }
+            }
+            Err(e) => errors.push(Error::Netlink(e.to_string())),
         }
         if ep.is_some() {
-            errors.extend(call.update_state(|s| s.endpoints.remove(&call.key()).is_some()).err());
+            errors.extend(call.forget(&state).err());
         }
-        // The address goes last, so it is never handed out while the old veth still exists.
+        // The address goes last, once the old veth is down: nothing reaches it any more.
         errors.extend(call.ipam("DEL").err());
+        if let Ok(k) = &mut kernel {
+            k.finish();
+        }
         if errors.is_empty() {
             tracing::info!("DEL {} done", call.key());
         }
@@ -226,15 +149,15 @@ impl Plugin for VnetPlugin {
                 serde_json::from_value(v.clone()).map_err(|e| Error::Decode(format!("prevResult: {e}")))
             })?;
         let state: VnetState = call.store.load()?.unwrap_or_default();
-        let ep = state
-            .endpoints
-            .get(&call.key())
+        let ep = call
+            .endpoint(&state)?
             .ok_or_else(|| Error::UnknownContainer(format!("no endpoint recorded for {}", call.key())))?;
         let netns_path = req.env.netns.clone().unwrap_or_default();
         netns_file(&netns_path)?;
         let nat_lock = call.nat_lock();
-        let mut k = RealKernel::new(&call.rt, Some(&netns_path), &nat_lock, None)?;
-        let steps = recorded_steps(&state, ep);
+        let mut k = RealKernel::new(&call.rt, Some(&netns_path), &nat_lock, None)?
+            .with_state_file(&call.cfg.state_file);
+        let steps = recorded_steps(&state, &ep);
         if let Some(missing) = step::first_missing(&mut k, &steps)? {
             return Err(Error::Mismatch(format!("{missing} ({}) does not hold", missing.name())));
         }
@@ -284,33 +207,45 @@ impl Plugin for VnetPlugin {
         let call = Call::new(req)?;
         let valid: HashSet<String> = valid.iter().map(|a| endpoint_key(&a.container_id, &a.ifname)).collect();
         let state: VnetState = call.store.load()?.unwrap_or_default();
-        let stale: Vec<(&String, &Endpoint)> =
-            state.endpoints.iter().filter(|(k, e)| e.network == req.network && !valid.contains(*k)).collect();
+        let (mut all, unreadable) = call.records.all()?;
+        for e in unreadable {
+            tracing::warn!("GC leaves an unreadable record alone: {e}");
+        }
+        all.extend(state.endpoints.values().cloned());
+        let key = |e: &Endpoint| endpoint_key(&e.container_id, &e.ifname);
+        let (stale, kept): (Vec<Endpoint>, Vec<Endpoint>) =
+            all.into_iter().partition(|e| e.network == req.network && !valid.contains(&key(e)));
         let nat_lock = call.nat_lock();
         let mut errors = Vec::new();
-        let mut k = RealKernel::new(&call.rt, None, &nat_lock, state.node.as_ref())?;
-        for (key, e) in &stale {
+        let mut k = RealKernel::new(&call.rt, None, &nat_lock, state.node.as_ref())?
+            .with_state_file(&call.cfg.state_file);
+        k.defer_to_reaper();
+        let mut cleaned = HashSet::new();
+        for e in &stale {
+            // A record whose teardown failed is kept, so the next GC tries again.
             let failed = step::undo_all(&mut k, &recorded_steps(&state, e));
             if failed.is_empty() {
-                tracing::info!("GC removed endpoint {key}");
+                errors.extend(call.records.remove(&key(e)).err());
+                tracing::info!("GC removed endpoint {}", key(e));
+                cleaned.insert(key(e));
             }
             errors.extend(failed);
         }
-        let gone: HashSet<&String> = stale.iter().map(|(k, _)| *k).collect();
-        errors.extend(
-            call.update_state(|s| {
-                let before = s.endpoints.len();
-                s.endpoints.retain(|k, _| !gone.contains(k));
-                s.endpoints.len() != before
-            })
-            .err(),
-        );
-        let kept: Vec<&Endpoint> =
-            state.endpoints.iter().filter(|(k, _)| !gone.contains(k)).map(|(_, e)| e).collect();
+        if cleaned.iter().any(|k| state.endpoints.contains_key(k)) {
+            errors.extend(
+                call.update_state(|s| {
+                    s.endpoints.retain(|k, _| !cleaned.contains(k));
+                    true
+                })
+                .err(),
+            );
+        }
+        let kept: Vec<&Endpoint> = kept.iter().collect();
         if let Some(node) = state.node.as_ref().filter(|n| n.mode == Mode::Bridge && n.ready) {
             errors.extend(collect_orphans(&mut k, node, &kept).err());
         }
         errors.extend(call.ipam("GC").err());
+        k.finish();
         Error::all(errors)
     }
 }
@@ -348,11 +283,13 @@ fn repeated(
     Ok(None)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn attach(
     call: &Call<'_>,
     k: &mut RealKernel<'_>,
     driver: &dyn Driver,
     node: &Node,
+    seen: &VnetState,
     ipam_value: Value,
     netns: &Path,
 ) -> Result<CniResult> {
@@ -411,16 +348,17 @@ fn attach(
         result: serde_json::value::to_raw_value(&result.render(Version::parse("1.0.0")?))
             .map_err(|e| Error::Io(format!("encoding the result: {e}")))?,
     };
-    call.update_state(|s| {
-        s.endpoints.insert(call.key(), endpoint);
-        true
-    })?;
+    call.records.put(&call.key(), &endpoint)?;
     crash_point("record");
     if let Err(e) = step::apply_all(k, &steps, |s| crash_point(s.name())) {
-        if let Err(r) = call.update_state(|s| s.endpoints.remove(&call.key()).is_some()) {
+        if let Err(r) = call.forget(seen) {
             tracing::error!("forgetting the failed endpoint {}: {r}", call.key());
         }
         return Err(e);
+    }
+    if seen.endpoints.contains_key(&call.key()) {
+        // The record from an older version is superseded by the new one.
+        call.update_state(|s| s.endpoints.remove(&call.key()).is_some())?;
     }
     if let Some(snat) = &a.snat {
         call.update_state(|s| match s.node.as_mut() {

@@ -183,6 +183,7 @@ pub fn apply_all(k: &mut dyn Kernel, steps: &[Step], mut after: impl FnMut(&Step
 pub fn undo_all(k: &mut dyn Kernel, steps: &[Step]) -> Vec<Error> {
     let mut errors = Vec::new();
     for step in steps.iter().rev().filter(|s| s.undoable()) {
+        tracing::debug!("undo {}: {step}", step.name());
         if let Err(e) = k.undo(step) {
             tracing::error!("undoing {} ({step}) failed: {e}", step.name());
             errors.push(e);

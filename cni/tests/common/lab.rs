@@ -153,7 +153,18 @@ impl LabNode {
             .collect()
     }
 
+    /// The node's host veths once the reaper is done: DEL parks a veth (down, in the reaper's
+    /// link group) and a detached reaper deletes it about half a second later. Waits up to 5 s
+    /// for every parked one to go, so a reaper that does not work fails the caller's check.
     pub fn veths(&self) -> Vec<String> {
+        let group = format!(" group {} ", cni::vnet::reaper::REAP_GROUP);
+        for _ in 0..50 {
+            let out = super::run(Command::new("ip").args(["-n", &self.ns.name, "-o", "-d", "link", "show"]));
+            if !String::from_utf8_lossy(&out.stdout).contains(&group) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
         self.links().into_iter().filter(|l| l.starts_with("azv")).collect()
     }
 
@@ -162,8 +173,15 @@ impl LabNode {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Endpoint records: one file each in `<stateFile>.d/` (plus any in the state file itself).
     pub fn endpoints(&self) -> usize {
-        entries(&self.state_file(), "endpoints")
+        let files = cni::vnet::records::Records::beside(&self.state_file()).all().unwrap().0.len();
+        files + entries(&self.state_file(), "endpoints")
+    }
+
+    /// The record of one attachment, if any.
+    pub fn endpoint(&self, container: &str) -> Option<cni::vnet::state::Endpoint> {
+        cni::vnet::records::Records::beside(&self.state_file()).get(&format!("{container}/eth0")).unwrap()
     }
 
     pub fn allocations(&self) -> usize {
