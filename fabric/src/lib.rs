@@ -55,10 +55,12 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Kind {
     /// Azure's rules (the default everywhere).
+    #[default]
     Azure,
+
     /// A plain learning switch: no rules, for comparisons only.
     Switch,
 }

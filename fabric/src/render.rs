@@ -129,9 +129,11 @@ pub fn port_rules(nic: &Nic) -> String {
         format!("ether type arp arp saddr ether != {mac} counter name {p}.{SPOOF_ARP} drop"),
         format!("ether type arp arp saddr ip != 0.0.0.0 arp saddr ip != @owned-{p} counter name {p}.{SPOOF_ARP} drop"),
         format!("ether type != {{ arp, ip }} counter name {p}.{OTHER} drop"),
+        // IPv4 to a broadcast or multicast MAC (IGMP and the like): the VNet carries neither.
+        format!("ether type ip ether daddr & 01:00:00:00:00:00 == 01:00:00:00:00:00 counter name {p}.{BROADCAST} drop"),
         format!("ether daddr != {{ {HOST_MAC}, ff:ff:ff:ff:ff:ff }} counter name {p}.{NOT_HOST} drop"),
         "ether type arp accept".into(),
-        format!("ether daddr ff:ff:ff:ff:ff:ff counter name {p}.{BROADCAST} drop"),
+
         format!("ip saddr != @owned-{p} counter name {p}.{SPOOF_IP} drop"),
         format!("ip daddr {{ 255.255.255.255, 224.0.0.0/4 }} counter name {p}.{BROADCAST} drop"),
     ];

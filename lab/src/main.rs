@@ -52,6 +52,13 @@ enum Command {
         /// Extra PROTOCOL/PORT every pod and external serves, e.g. TCP/8080 (TCP/80 and UDP/80 always)
         #[arg(long = "serve")]
         serve: Vec<String>,
+        /// azure-vnet's mode on every node
+        #[arg(long, value_enum, default_value = "bridge")]
+        mode: ModeArg,
+        /// The VNet: `azure` enforces Azure's rules (one ARP answer, delivery by owned IP,
+        /// anti-spoofing); `switch` is a plain learning switch, for comparisons only
+        #[arg(long, value_enum, default_value = "azure")]
+        vnet: VnetArg,
     },
     /// Try a real connection between every pair and print the matrix
     Probe {
@@ -79,6 +86,16 @@ enum Command {
         #[arg(trailing_var_arg = true, required = true)]
         command: Vec<String>,
     },
+    /// Print what the VNet dropped, per node port: spoofed source MAC, ARP sender or source IP
+    /// (Azure's anti-spoofing), and frames not for the host, broadcasts, other protocols and
+    /// packets to addresses no NIC owns
+    Vnet {
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+        /// Exit 1 if the anti-spoofing dropped anything
+        #[arg(long)]
+        expect: bool,
+    },
     /// Print a node's azure-npm metrics (lines starting with PREFIX, default npm_)
     Metrics {
         #[arg(long)]
@@ -88,6 +105,18 @@ enum Command {
     },
     /// Stop every process and remove every namespace and file of the lab (also after a crash)
     Down,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ModeArg {
+    Bridge,
+    Transparent,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum VnetArg {
+    Azure,
+    Switch,
 }
 
 #[derive(Serialize)]
@@ -160,14 +189,24 @@ fn wait_programmed(state: &State, cluster: &Cluster) -> Result<(), String> {
 
 fn run(cli: Cli) -> Result<bool, String> {
     match cli.command {
-        Command::Up { objects, externals, serve } => {
+        Command::Up { objects, externals, serve, mode, vnet } => {
             let text = read_all(&objects)?;
             let plan = spec::plan(spec::load(&text)?, &externals)?;
             let ports = parse_serve(&serve)?;
             if State::dir_of(&cli.name).join("lab.json").exists() {
                 return Err(format!("lab {:?} is already up (azure-lab --name {0} down)", cli.name));
             }
-            let state = match up::up(&cli.name, &plan, &text, &ports) {
+            let opts = up::Options {
+                mode: match mode {
+                    ModeArg::Bridge => state::Mode::Bridge,
+                    ModeArg::Transparent => state::Mode::Transparent,
+                },
+                vnet: match vnet {
+                    VnetArg::Azure => vnet_fabric::Kind::Azure,
+                    VnetArg::Switch => vnet_fabric::Kind::Switch,
+                },
+            };
+            let state = match up::up(&cli.name, &plan, &text, &ports, opts) {
                 Ok(s) => s,
                 Err(e) => {
                     let _ = state::down(&cli.name);
@@ -176,11 +215,13 @@ fn run(cli: Cli) -> Result<bool, String> {
             };
             wait_programmed(&state, &current(&state)?)?;
             println!(
-                "lab {} is up: {} nodes, {} pods, VNet {} (gateway {}); files in {}",
+                "lab {} is up: {} nodes ({} mode), {} pods, VNet {} ({}, gateway {}); files in {}",
                 cli.name,
                 state.nodes.len(),
+                state.mode.as_str(),
                 state.pods.len(),
                 plan.subnet,
+                if state.vnet == vnet_fabric::Kind::Azure { "Azure's rules" } else { "a plain switch" },
                 plan.gateway,
                 state.dir.display()
             );
@@ -253,6 +294,66 @@ fn run(cli: Cli) -> Result<bool, String> {
                 .status()
                 .map_err(|e| format!("{}: {e}", command[0]))?;
             return Ok(status.success());
+        }
+        Command::Vnet { output, expect } => {
+            let state = State::load(&cli.name)?;
+            let counters = state.fabric()?.counters().map_err(|e| e.to_string())?;
+            if state.vnet == vnet_fabric::Kind::Switch {
+                eprintln!("this lab's VNet is a plain switch: it drops nothing and counts nothing");
+            }
+            // Node k's NIC is port pn{k} of the fabric (see up.rs).
+            let rows: Vec<(&str, vnet_fabric::PortCounters)> = state
+                .nodes
+                .iter()
+                .enumerate()
+                .map(|(k, n)| (n.name.as_str(), counters.port(&format!("pn{k}"))))
+                .collect();
+            match output {
+                Output::Table => {
+                    println!(
+                        "{:<12} {:>10} {:>10} {:>9} {:>12} {:>10} {:>9} {:>8}",
+                        "node",
+                        "spoof-mac",
+                        "spoof-arp",
+                        "spoof-ip",
+                        "not-for-host",
+                        "broadcast",
+                        "other",
+                        "unowned"
+                    );
+                    for (name, c) in &rows {
+                        println!(
+                            "{name:<12} {:>10} {:>10} {:>9} {:>12} {:>10} {:>9} {:>8}",
+                            c.spoofed_mac,
+                            c.spoofed_arp,
+                            c.spoofed_ip,
+                            c.not_for_host,
+                            c.broadcast,
+                            c.other_protocol,
+                            c.unowned
+                        );
+                    }
+                }
+                Output::Json => {
+                    let by_node: BTreeMap<&str, serde_json::Value> = rows
+                        .iter()
+                        .map(|(name, c)| {
+                            let v = serde_json::json!({
+                                "spoofedMac": c.spoofed_mac, "spoofedArp": c.spoofed_arp, "spoofedIp": c.spoofed_ip,
+                                "notForHost": c.not_for_host, "broadcast": c.broadcast,
+                                "otherProtocol": c.other_protocol, "unowned": c.unowned,
+                            });
+                            (*name, v)
+                        })
+                        .collect();
+                    println!("{}", serde_json::to_string_pretty(&by_node).map_err(|e| e.to_string())?);
+                }
+            }
+            let spoofed = counters.spoofed_total();
+            if expect && spoofed > 0 {
+                eprintln!("the VNet dropped {spoofed} spoofed frames or packets");
+                return Ok(false);
+            }
         }
         Command::Metrics { node, prefix } => {
             let state = State::load(&cli.name)?;

@@ -8,7 +8,11 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use serde::{Deserialize, Serialize};
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use vnet_fabric::{Fabric, Kind, Spec};
+
+pub use cni::vnet::mode::Mode;
 
 pub const ROOT: &str = "/run/azure-lab";
 
@@ -39,6 +43,26 @@ pub struct State {
     /// The namespace holding the external hosts, and their addresses.
     pub inet: String,
     pub externals: Vec<Ipv4Addr>,
+    /// azure-vnet's mode on every node.
+    #[serde(default)]
+    pub mode: Mode,
+    /// The VNet: Azure's rules or a plain switch; its namespace, address space and gateway.
+    #[serde(default, serialize_with = "kind_out", deserialize_with = "kind_in")]
+    pub vnet: Kind,
+    #[serde(default)]
+    pub fabric: String,
+    #[serde(default)]
+    pub subnet: Option<Ipv4Net>,
+    #[serde(default)]
+    pub gateway: Option<Ipv4Addr>,
+}
+
+fn kind_out<S: Serializer>(k: &Kind, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(k.as_str())
+}
+
+fn kind_in<'de, D: Deserializer<'de>>(d: D) -> Result<Kind, D::Error> {
+    Kind::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
 }
 
 impl State {
@@ -65,6 +89,14 @@ impl State {
         let text = serde_json::to_string_pretty(self).map_err(|e| e.to_string())?;
         std::fs::write(&tmp, text).map_err(|e| format!("{}: {e}", tmp.display()))?;
         std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// The lab's VNet, reopened (for its counters).
+    pub fn fabric(&self) -> Result<Fabric, String> {
+        let (Some(subnet), Some(gateway)) = (self.subnet, self.gateway) else {
+            return Err("this lab's state has no VNet (made by an older azure-lab?)".into());
+        };
+        Ok(Fabric::open(&self.fabric, Spec { kind: self.vnet, subnet, gateway }))
     }
 
     /// Records a namespace, then creates it with `lo` up.

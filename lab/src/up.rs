@@ -1,9 +1,10 @@
 //! Bringing a lab up:
 //!
 //! ```text
-//!  pods ─ veth ─ azure0 (node k's bridge, takes over eth0) ─ eth0 ─┐
-//!                  node k: host-agent emulator at 168.63.129.16,  ├─ switch (vnet0) ─ router ─ inet
-//!                  azure-npm --source dir: --node-name k          ┘   (gateway)      (externals)
+//!  pods ─ veth ─ azure0 (bridge mode: takes over eth0) ─ eth0 ─┐
+//!       (transparent mode: routed by the node)                ├─ VNet fabric (Azure's rules, gateway) ─ inet
+//!   node k: host-agent emulator at 168.63.129.16,             ┘     see vnet-fabric          (externals)
+//!           azure-npm --source dir: --node-name k
 //! ```
 //! Pods are attached through the real azure-vnet + azure-vnet-ipam, exec'd with `CNI_*` and the
 //! conflist exactly as a runtime does (`cni::runtime`), in their node's namespace.
@@ -16,8 +17,9 @@ use cni::ipam::nmagent;
 use cni::ipam::source::{Nic, Subnet};
 use cni::runtime::{self, Attachment, ConfList};
 use serde_json::json;
+use vnet_fabric::{Fabric, Nic as FabricNic, Spec, Uplink};
 
-use crate::net::{exec, ip, sibling, spawn, wait, wait_log};
+use crate::net::{ip, sibling, spawn, wait, wait_log};
 use crate::spec::Plan;
 use crate::state::{NodeState, PodState, State};
 
@@ -43,13 +45,13 @@ impl Binaries {
     }
 }
 
-fn conflist(node_dir: &Path) -> serde_json::Value {
+fn conflist(node_dir: &Path, mode: &str) -> serde_json::Value {
     let file = |f: &str| node_dir.join(f).display().to_string();
     json!({
         "cniVersion": "1.0.0",
         "name": "azure",
         "plugins": [{
-            "type": "azure-vnet", "mode": "bridge", "master": "eth0", "bridge": "azure0",
+            "type": "azure-vnet", "mode": mode, "master": "eth0", "bridge": "azure0",
             "stateFile": file("azure-vnet.json"), "logFile": file("azure-vnet.log"),
             "capabilities": {"ips": true, "portMappings": true},
             "ipam": {
@@ -66,49 +68,36 @@ pub fn container_id(lab: &str, key: &str) -> String {
     format!("azlab{hash:016x}")
 }
 
-fn network(state: &mut State, plan: &Plan) -> Result<String, String> {
-    let switch = state.add_netns("sw")?;
-    ip(&switch, &["link", "add", "vnet0", "type", "bridge"])?;
-    ip(&switch, &["link", "set", "vnet0", "up"])?;
-    let router = state.add_netns("rt")?;
-    plug(&switch, &router, "prt", None)?;
-    let gateway = format!("{}/{}", plan.gateway, plan.subnet.prefix_len());
-    ip(&router, &["addr", "add", &gateway, "dev", "eth0"])?;
-    exec(&router, &["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])?;
+/// The VNet (a fabric with Azure's rules, or a plain switch) with its gateway, and an uplink to
+/// the namespace holding the external hosts.
+fn network(state: &mut State, plan: &Plan) -> Result<Fabric, String> {
+    let ns = state.add_netns("vnet")?;
+    let spec = Spec { kind: state.vnet, subnet: plan.subnet, gateway: plan.gateway };
+    let fabric = Fabric::create(&ns, &spec).map_err(|e| e.to_string())?;
+    state.fabric = ns;
     let inet = state.add_netns("inet")?;
-    ip(&router, &["link", "add", "eth1", "type", "veth", "peer", "name", "eth0", "netns", &inet])?;
-    ip(&router, &["addr", "add", "100.64.0.1/30", "dev", "eth1"])?;
-    ip(&router, &["link", "set", "eth1", "up"])?;
-    ip(&inet, &["addr", "add", "100.64.0.2/30", "dev", "eth0"])?;
-    ip(&inet, &["link", "set", "eth0", "up"])?;
+    let uplink = Uplink {
+        peer_ns: inet.clone(),
+        local: "100.64.0.1/30".parse().map_err(|_| "uplink")?,
+        peer: "100.64.0.2/30".parse().map_err(|_| "uplink")?,
+    };
+    fabric.uplink(&uplink).map_err(|e| e.to_string())?;
     ip(&inet, &["route", "add", "default", "via", "100.64.0.1"])?;
     for e in &plan.externals {
         ip(&inet, &["addr", "add", &format!("{e}/32"), "dev", "eth0"])?;
-        ip(&router, &["route", "add", &format!("{e}/32"), "via", "100.64.0.2"])?;
     }
     state.inet = inet;
     state.externals = plan.externals.clone();
     state.save()?;
-    Ok(switch)
+    Ok(fabric)
 }
 
-/// `eth0` of `ns` (with `mac`), its peer `port` on the switch bridge.
-fn plug(switch: &str, ns: &str, port: &str, mac: Option<&str>) -> Result<(), String> {
-    let mut args = vec!["link", "add", "eth0"];
-    if let Some(m) = mac {
-        args.extend(["address", m]);
-    }
-    args.extend(["type", "veth", "peer", "name", port, "netns", switch]);
-    ip(ns, &args)?;
-    ip(switch, &["link", "set", port, "master", "vnet0", "up"])?;
-    ip(ns, &["link", "set", "eth0", "up"])?;
-    Ok(())
-}
-
-fn node(state: &mut State, plan: &Plan, k: usize, switch: &str, bins: &Binaries) -> Result<(), String> {
+fn node(state: &mut State, plan: &Plan, k: usize, fabric: &Fabric, bins: &Binaries) -> Result<(), String> {
     let n = &plan.nodes[k];
     let ns = state.add_netns(&format!("n{k}"))?;
-    plug(switch, &ns, &format!("pn{k}"), Some(&n.mac))?;
+    let nic =
+        FabricNic { port: format!("pn{k}"), mac: n.mac.clone(), primary: n.ip, secondaries: n.pool.clone() };
+    fabric.plug(&ns, "eth0", &nic).map_err(|e| e.to_string())?;
     ip(&ns, &["addr", "add", &format!("{}/{}", n.ip, plan.subnet.prefix_len()), "dev", "eth0"])?;
     ip(&ns, &["route", "add", "default", "via", &plan.gateway.to_string()])?;
     ip(&ns, &["addr", "add", &format!("{HOST_AGENT}/32"), "dev", "lo"])?;
@@ -134,7 +123,8 @@ fn node(state: &mut State, plan: &Plan, k: usize, switch: &str, bins: &Binaries)
         &["--listen", &listen, "--interfaces", &xml.display().to_string()],
     )?;
     wait_log(&log, "listening on", &format!("the host-agent emulator of {}", n.name))?;
-    std::fs::write(dir.join("10-azure.conflist"), conflist(&dir).to_string()).map_err(|e| e.to_string())?;
+    let list = conflist(&dir, state.mode.as_str());
+    std::fs::write(dir.join("10-azure.conflist"), list.to_string()).map_err(|e| e.to_string())?;
     state.nodes.push(NodeState { name: n.name.clone(), netns: ns, ip: n.ip });
     state.save()
 }
@@ -206,19 +196,41 @@ pub fn serve(ns: &str, log: &Path, tcp: &[u16], udp: &[u16], address: &str) -> R
     wait_log(log, "ready", &format!("the servers in {ns}"))
 }
 
-pub fn up(name: &str, plan: &Plan, objects: &str, extra_ports: &[(bool, u16)]) -> Result<State, String> {
+/// How the lab is built: the CNI mode of every node and the kind of VNet.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    pub mode: crate::state::Mode,
+    pub vnet: vnet_fabric::Kind,
+}
+
+pub fn up(
+    name: &str,
+    plan: &Plan,
+    objects: &str,
+    extra_ports: &[(bool, u16)],
+    opts: Options,
+) -> Result<State, String> {
     let bins = Binaries::find()?;
     let dir = State::dir_of(name);
     if dir.join("lab.json").exists() {
         return Err(format!("lab {name:?} is already up (azure-lab down --name {name})"));
     }
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let mut state = State { name: name.into(), dir: dir.clone(), ..State::default() };
+    let mut state = State {
+        name: name.into(),
+        dir: dir.clone(),
+        mode: opts.mode,
+        vnet: opts.vnet,
+        subnet: Some(plan.subnet),
+        gateway: Some(plan.gateway),
+        ..State::default()
+    };
     state.save()?;
-    let switch = network(&mut state, plan)?;
+    let fabric = network(&mut state, plan)?;
     for k in 0..plan.nodes.len() {
-        node(&mut state, plan, k, &switch, &bins)?;
+        node(&mut state, plan, k, &fabric, &bins)?;
     }
+
     let mut ips = BTreeMap::new();
     for p in &plan.pods {
         let got = attach(&mut state, p, plan.subnet.prefix_len(), &bins)?;

@@ -55,8 +55,9 @@ fn host(name: &str) -> String {
         .collect();
     let files = Path::new("/run/azure-lab").join(name).exists();
     format!(
-        "links {links:?}\nrules {rules:?}\nsets {}\nnetns {netns:?}\nfiles {files}",
-        run("ipset", &["list", "-n"])
+        "links {links:?}\nrules {rules:?}\nsets {}\nnft {}\nnetns {netns:?}\nfiles {files}",
+        run("ipset", &["list", "-n"]),
+        run("nft", &["list", "ruleset"])
     )
 }
 
@@ -67,6 +68,14 @@ impl Drop for Down {
     fn drop(&mut self) {
         let _ = lab(&self.0, &["down"]);
     }
+}
+
+/// The VNet's anti-spoofing dropped nothing over the lab's whole life.
+fn assert_no_spoofing(name: &str) {
+    let (clean, out, err) = lab(name, &["vnet", "--expect"]);
+    assert!(clean, "the VNet dropped spoofed frames:\n{out}\n{err}");
+    let json: serde_json::Value = serde_json::from_str(&ok(name, &["vnet", "--output", "json"])).unwrap();
+    assert!(json.as_object().is_some_and(|m| !m.is_empty()), "counters per node: {json}");
 }
 
 fn probe_all(name: &str, checks: &[(&str, &str)]) {
@@ -102,7 +111,8 @@ fn the_app_on_three_nodes_before_and_after_its_policies() {
             "UDP/53",
         ],
     );
-    assert!(up.contains("3 nodes, 5 pods"), "{up}");
+    assert!(up.contains("3 nodes (bridge mode), 5 pods") && up.contains("Azure's rules"), "{up}");
+
     assert!(up.contains("10.240.1.10") && up.contains("10.240.1.30"), "requested addresses honoured:\n{up}");
     let (again, _, err) = lab(&name, &["up", "--objects", &app]);
     assert!(!again && err.contains("already up"), "{err}");
@@ -126,15 +136,27 @@ fn the_app_on_three_nodes_before_and_after_its_policies() {
 
     let (refused, _, err) = lab(&name, &["apply", "--objects", &testdata("policy/07-ipblock-except.yaml")]);
     assert!(!refused && err.contains("down and up again"), "{err}");
+    assert_no_spoofing(&name);
 
     ok(&name, &["down"]);
     assert_eq!(host(&name), before, "down left the host changed");
 }
 
 #[test]
-fn every_conformance_case_in_turn_on_one_lab() {
+fn every_conformance_case_in_turn_in_bridge_mode() {
+    every_case("bridge");
+}
+
+#[test]
+fn every_conformance_case_in_turn_in_transparent_mode() {
+    every_case("transparent");
+}
+
+/// Every conformance case applied in turn to one lab (each an update from the previous one),
+/// each probed on all its checks with real connections.
+fn every_case(mode: &str) {
     root();
-    let name = format!("cases{}", std::process::id());
+    let name = format!("{}{}", &mode[..1], std::process::id());
     let before = host(&name);
     let _down = Down(name.clone());
     let dir = testdata("policy");
@@ -160,6 +182,8 @@ fn every_conformance_case_in_turn_on_one_lab() {
             "UDP/53",
             "--serve",
             "UDP/81",
+            "--mode",
+            mode,
         ],
     );
     for case in &cases {
@@ -178,11 +202,25 @@ fn every_conformance_case_in_turn_on_one_lab() {
         }
         for (protocol, port) in &checks {
             let (good, out, err) = lab(&name, &["probe", "--protocol", protocol, "--port", port, "--expect"]);
-            assert!(good, "{case} {protocol}/{port}:\n{out}\n{err}");
+            assert!(good, "{mode}: {case} {protocol}/{port}:\n{out}\n{err}");
         }
     }
+    assert_no_spoofing(&name);
     ok(&name, &["down"]);
     assert_eq!(host(&name), before, "down left the host changed");
+}
+
+#[test]
+fn a_plain_switch_is_only_there_when_asked_for() {
+    root();
+    let name = format!("sw{}", std::process::id());
+    let _down = Down(name.clone());
+    let up = ok(&name, &["up", "--objects", &testdata("lab/app.yaml"), "--vnet", "switch"]);
+    assert!(up.contains("a plain switch"), "{up}");
+    probe_all(&name, &[("TCP", "80")]);
+    let (_, out, err) = lab(&name, &["vnet"]);
+    assert!(err.contains("plain switch") && out.contains("node-1"), "{out}\n{err}");
+    ok(&name, &["down"]);
 }
 
 #[test]

@@ -208,7 +208,8 @@ pub fn parse(mut b: &[u8], reply: &mut Reply) -> Result<()> {
         match kind {
             NLMSG_ERROR if body.len() >= 4 => {
                 let code = i32::from_ne_bytes([body[0], body[1], body[2], body[3]]);
-                reply.acks.push(Ack { seq, errno: -code });
+                // The kernel sends -errno; anything else (garbage) must not overflow.
+                reply.acks.push(Ack { seq, errno: code.saturating_neg() });
             }
             NLMSG_DONE => reply.done = true,
             k if k == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM && body.len() >= 4 => {
