@@ -18,9 +18,12 @@ use ipnet::IpNet;
 use super::bridge;
 use super::iptables::{self, Iptables, NatTable};
 use super::mac::Mac;
+use super::mode::Mode;
 use super::netlink::{Netlink, RouteSpec};
 use super::nft::Nft;
 use super::reaper::{self, REAP_GROUP};
+use super::records::Records;
+
 use super::state::NodeRecord;
 use super::step::{Kernel, Step};
 use super::translation;
@@ -187,10 +190,32 @@ impl<'a> RealKernel<'a> {
                 let node = self.node.ok_or(Error::Nft { missing: true, msg: msg.clone() })?;
                 tracing::warn!("{msg}; re-installing the translation table of {}", node.bridge);
                 bridge::install_translation(node)?;
+                self.restore_translations(table)?;
                 self.nft()?.put(map, &ip.octets(), mac.bytes()).map(|_| ())
             }
             other => other.map(|_| ()),
         }
+    }
+
+    /// Puts back the element of every recorded bridge-mode endpoint (a table re-installed
+    /// after someone removed it starts empty).
+    fn restore_translations(&mut self, table: &str) -> Result<()> {
+        let (records, unreadable) = Records::beside(&self.state_file).all()?;
+        for e in unreadable {
+            tracing::warn!("not restoring a translation from an unreadable record: {e}");
+        }
+        let map = translation::map_ref(table);
+        let mut restored = 0;
+        for a in records.iter().filter(|e| e.mode == Mode::Bridge).filter_map(|e| e.attach.as_ref()) {
+            for address in &a.addresses {
+                if let std::net::IpAddr::V4(v4) = address.addr() {
+                    self.nft()?.put(map, &v4.octets(), a.pod_mac().bytes())?;
+                    restored += 1;
+                }
+            }
+        }
+        tracing::info!("restored the translations of {restored} recorded endpoints");
+        Ok(())
     }
 
     fn nat_edit(&mut self, render: impl FnOnce(&str) -> Option<String>) -> Result<()> {
