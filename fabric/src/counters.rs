@@ -60,24 +60,35 @@ impl Counters {
     }
 }
 
+impl PortCounters {
+    /// The counts in the order of `REASONS`.
+    pub fn values(&self) -> [u64; 7] {
+        [
+            self.spoofed_mac,
+            self.spoofed_arp,
+            self.spoofed_ip,
+            self.not_for_host,
+            self.broadcast,
+            self.other_protocol,
+            self.unowned,
+        ]
+    }
+}
+
+/// A table of counters, one row per named port (or node), one column per drop reason.
+pub fn table<'a>(label: &str, rows: impl IntoIterator<Item = (&'a str, PortCounters)>) -> String {
+    let mut out = format!("{label:<16} {}\n", REASONS.join(" "));
+    for (name, c) in rows {
+        let cells: Vec<String> =
+            c.values().iter().zip(REASONS).map(|(n, r)| format!("{n:>width$}", width = r.len())).collect();
+        out += &format!("{name:<16} {}\n", cells.join(" "));
+    }
+    out
+}
+
 impl fmt::Display for Counters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "{:<16} {}", "port", REASONS.join(" "))?;
-        for (port, c) in &self.ports {
-            let v = [
-                c.spoofed_mac,
-                c.spoofed_arp,
-                c.spoofed_ip,
-                c.not_for_host,
-                c.broadcast,
-                c.other_protocol,
-                c.unowned,
-            ];
-            let cells: Vec<String> =
-                v.iter().zip(REASONS).map(|(n, r)| format!("{n:>width$}", width = r.len())).collect();
-            writeln!(f, "{port:<16} {}", cells.join(" "))?;
-        }
-        Ok(())
+        f.write_str(&table("port", self.ports.iter().map(|(p, c)| (p.as_str(), *c))))
     }
 }
 

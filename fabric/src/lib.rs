@@ -38,7 +38,7 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
-pub use counters::{Counters, PortCounters};
+pub use counters::{table, Counters, PortCounters};
 
 /// The MAC the Azure host answers every ARP request with, and the source of every frame it delivers.
 pub const HOST_MAC: &str = "12:34:56:78:9a:bc";

@@ -309,31 +309,7 @@ fn run(cli: Cli) -> Result<bool, String> {
                 .map(|(k, n)| (n.name.as_str(), counters.port(&format!("pn{k}"))))
                 .collect();
             match output {
-                Output::Table => {
-                    println!(
-                        "{:<12} {:>10} {:>10} {:>9} {:>12} {:>10} {:>9} {:>8}",
-                        "node",
-                        "spoof-mac",
-                        "spoof-arp",
-                        "spoof-ip",
-                        "not-for-host",
-                        "broadcast",
-                        "other",
-                        "unowned"
-                    );
-                    for (name, c) in &rows {
-                        println!(
-                            "{name:<12} {:>10} {:>10} {:>9} {:>12} {:>10} {:>9} {:>8}",
-                            c.spoofed_mac,
-                            c.spoofed_arp,
-                            c.spoofed_ip,
-                            c.not_for_host,
-                            c.broadcast,
-                            c.other_protocol,
-                            c.unowned
-                        );
-                    }
-                }
+                Output::Table => print!("{}", vnet_fabric::table("node", rows.iter().copied())),
                 Output::Json => {
                     let by_node: BTreeMap<&str, serde_json::Value> = rows
                         .iter()
