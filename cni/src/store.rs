@@ -39,9 +39,7 @@ impl Store {
     }
 
     fn sibling(&self, suffix: &str) -> PathBuf {
-        let mut name = self.path.file_name().unwrap_or_default().to_os_string();
-        name.push(suffix);
-        self.path.with_file_name(name)
+        suffixed(&self.path, suffix)
     }
 
     /// Reads and decodes the state without the lock; `None` when there is no file yet.
@@ -107,6 +105,14 @@ impl Locked<'_> {
     pub fn save<T: Serialize>(&self, state: &T) -> Result<()> {
         write_atomically(&self.store.path, &self.store.sibling(".tmp"), state)
     }
+}
+
+/// `path` with `suffix` appended to its file name: the files kept beside a state file
+/// (`<state>.lock`, `<state>.d`, …).
+pub fn suffixed(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
 }
 
 /// Replaces `path` with `value` as JSON: written to `tmp`, fsynced, renamed over `path`, the

@@ -3,8 +3,6 @@
 //! the takeover under a lock, the others wait and see it done) and after a crash midway (the
 //! takeover is recorded before it starts and replayed until it is marked ready).
 
-use std::path::PathBuf;
-
 use super::config::VnetConfig;
 use super::mac::Mac;
 use super::mode::Mode;
@@ -24,7 +22,7 @@ pub async fn ensure(nl: &Netlink, cfg: &VnetConfig, store: &Store, seen: &VnetSt
     if let Some(b) = ready(nl, cfg, seen).await? {
         return Ok(b);
     }
-    let takeover = Store::new(with_suffix(store, ".bridge"), cfg.lock_timeout);
+    let takeover = Store::new(crate::store::suffixed(store.path(), ".bridge"), cfg.lock_timeout);
     let _guard = takeover.lock()?;
     let current: VnetState = store.load()?.unwrap_or_default();
     if let Some(b) = ready(nl, cfg, &current).await? {
@@ -237,10 +235,4 @@ fn save_node(store: &Store, record: &NodeRecord) -> Result<()> {
     let mut state: VnetState = lock.load()?.unwrap_or_default();
     state.node = Some(record.clone());
     lock.save(&state)
-}
-
-fn with_suffix(store: &Store, suffix: &str) -> PathBuf {
-    let mut p = store.path().as_os_str().to_owned();
-    p.push(suffix);
-    PathBuf::from(p)
 }

@@ -7,6 +7,8 @@ use serde_json::Value;
 
 use super::config::VnetConfig;
 use super::delegate;
+use super::kernel::RealKernel;
+
 use super::records::Records;
 use super::state::{endpoint_key, Endpoint, VnetState};
 use crate::ipam::nic::Sysfs;
@@ -63,11 +65,9 @@ impl<'a> Call<'a> {
         delegate::exec(&binary, command, &stdin)
     }
 
-    /// Serialises nat-table read-modify-writes between concurrent plugin processes.
-    pub fn nat_lock(&self) -> Store {
-        let mut p = self.store.path().as_os_str().to_owned();
-        p.push(".iptables");
-        Store::new(p, self.cfg.lock_timeout)
+    /// The kernel for this command (`pod_ns`: the pod's namespace, where steps need it).
+    pub fn kernel(&self, pod_ns: Option<&Path>) -> Result<RealKernel<'_>> {
+        RealKernel::new(&self.rt, pod_ns, &self.cfg.state_file, self.cfg.lock_timeout)
     }
 
     /// This attachment's record (its own file, or inside the state file from older versions).

@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ipnet::IpNet;
 
@@ -28,7 +29,7 @@ use super::state::NodeRecord;
 use super::step::{Kernel, Step};
 use super::translation;
 use crate::skel::error::{Error, Result};
-use crate::store::Store;
+use crate::store::{suffixed, Store};
 
 pub struct RealKernel<'a> {
     rt: &'a tokio::runtime::Runtime,
@@ -37,9 +38,11 @@ pub struct RealKernel<'a> {
     pod: Option<Netlink>,
     nft: Option<Nft>,
     /// Serialises nat-table edits between plugin processes.
-    nat_lock: &'a Store,
+    nat_lock: Store,
+    /// Keeps translation inserts off the reaper's pruning (see `reaper.rs`).
+    translation_lock: Store,
     /// For re-installing the translation table when a step finds it gone.
-    node: Option<&'a NodeRecord>,
+    node: Option<NodeRecord>,
     links: HashMap<(bool, String), u32>,
     /// DEL/GC: what was left to the reaper (see the module doc).
     deferred: Option<Vec<String>>,
@@ -52,11 +55,12 @@ fn route(dst: IpNet, gw: Option<IpAddr>, link_scope: bool) -> RouteSpec {
 }
 
 impl<'a> RealKernel<'a> {
+    /// A kernel for one command on the state file `state_file` (whose siblings are its locks).
     pub fn new(
         rt: &'a tokio::runtime::Runtime,
         pod_ns: Option<&Path>,
-        nat_lock: &'a Store,
-        node: Option<&'a NodeRecord>,
+        state_file: &Path,
+        lock_timeout: Duration,
     ) -> Result<RealKernel<'a>> {
         let host = {
             let _ctx = rt.enter();
@@ -68,18 +72,18 @@ impl<'a> RealKernel<'a> {
             pod_ns: pod_ns.map(Path::to_path_buf),
             pod: None,
             nft: None,
-            nat_lock,
-            node,
+            nat_lock: Store::new(suffixed(state_file, ".iptables"), lock_timeout),
+            translation_lock: reaper::translation_lock(state_file, lock_timeout),
+            node: None,
             links: HashMap::new(),
             deferred: None,
-            state_file: nat_lock.path().to_path_buf(),
+            state_file: state_file.to_path_buf(),
         })
     }
 
-    /// The state file the command works on (for the reaper and the translation lock).
-    pub fn with_state_file(mut self, state_file: &Path) -> Self {
-        self.state_file = state_file.to_path_buf();
-        self
+    /// The node's record, for re-installing its translation table if a step finds it gone.
+    pub fn set_node(&mut self, node: Option<NodeRecord>) {
+        self.node = node;
     }
 
     /// From now on slow teardown is left to the reaper (DEL, GC).
@@ -183,13 +187,13 @@ impl<'a> RealKernel<'a> {
     fn translation(&mut self, table: &str, ip: std::net::Ipv4Addr, mac: Mac) -> Result<()> {
         let map = translation::map_ref(table);
         // Never between the reaper's reading of the records and its removals.
-        let lock = reaper::translation_lock(&self.state_file, std::time::Duration::from_secs(10));
-        let _guard = lock.lock()?;
+        let _guard = self.translation_lock.lock()?;
         match self.nft()?.put(map, &ip.octets(), mac.bytes()) {
             Err(Error::Nft { missing: true, msg }) => {
-                let node = self.node.ok_or(Error::Nft { missing: true, msg: msg.clone() })?;
+                let node = self.node.as_ref().ok_or(Error::Nft { missing: true, msg: msg.clone() })?;
                 tracing::warn!("{msg}; re-installing the translation table of {}", node.bridge);
                 bridge::install_translation(node)?;
+
                 self.restore_translations(table)?;
                 self.nft()?.put(map, &ip.octets(), mac.bytes()).map(|_| ())
             }

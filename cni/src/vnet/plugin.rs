@@ -16,11 +16,12 @@ use serde_json::Value;
 use super::call::{crash_point, Call};
 use super::kernel::RealKernel;
 use super::mac::Mac;
-use super::mode::{self, Attach, Driver, Mode, Node, Snat};
+use super::mode::{self, Attach, Mode, Node, Snat};
+
 use super::netlink::Netlink;
 use super::state::{endpoint_key, Endpoint, NodeRecord, VnetState};
 use super::step::{self, Kernel, Step};
-use super::{delegate, iptables, names, node, translation};
+use super::{delegate, iptables, names, node, reaper, translation};
 use crate::skel::error::{Error, Result};
 use crate::skel::result::{CniResult, Dns, Interface, IpConfig};
 use crate::skel::version::Version;
@@ -75,13 +76,10 @@ impl Plugin for VnetPlugin {
         // A missing IPAM plugin is found before the node is touched.
         delegate::find(&call.cfg.ipam_type, &req.env.path)?;
         let seen: VnetState = call.store.load()?.unwrap_or_default();
-        let record = call.rt.block_on(async {
-            let nl = Netlink::connect()?;
-            node::prepare(&nl, &call.cfg, &call.store, &seen).await
-        })?;
-        let nat_lock = call.nat_lock();
-        let mut k = RealKernel::new(&call.rt, Some(&netns_path), &nat_lock, Some(&record))?
-            .with_state_file(&call.cfg.state_file);
+        let mut k = call.kernel(Some(&netns_path))?;
+        let record = k.block_on(node::prepare(k.host(), &call.cfg, &call.store, &seen))?;
+        let node = Node::from_record(&record);
+        k.set_node(Some(record));
         if let Some(ep) = call.endpoint(&seen)? {
             if let Some(result) = repeated(&call, &mut k, &seen, &ep, &netns_path)? {
                 return Ok(result);
@@ -89,8 +87,7 @@ impl Plugin for VnetPlugin {
         }
         let ipam = call.ipam("ADD")?.ok_or_else(|| bad_ipam("ADD printed no result"))?;
         crash_point("ipam");
-        let node = Node::from_record(&record);
-        match attach(&call, &mut k, mode::driver(call.cfg.mode), &node, &seen, ipam, &netns_path) {
+        match attach(&call, &mut k, &node, &seen, ipam, &netns_path) {
             Ok(result) => Ok(result),
             Err(e) => {
                 // The address goes last, so it is never handed out while the old veth exists.
@@ -111,26 +108,21 @@ impl Plugin for VnetPlugin {
             errors.push(e);
             None
         });
-        let nat_lock = call.nat_lock();
         let netns = req.env.netns.clone().filter(|p| !p.as_os_str().is_empty());
-        let mut kernel = RealKernel::new(&call.rt, netns.as_deref(), &nat_lock, state.node.as_ref())
-            .map(|k| k.with_state_file(&call.cfg.state_file));
-        match &mut kernel {
-            Ok(k) => {
-                k.defer_to_reaper();
-                match &ep {
-                    Some(ep) => errors.extend(step::undo_all(k, &recorded_steps(&state, ep))),
-                    None => errors.extend(forget_unrecorded(&call, k)),
-                }
+        let mut kernel = call.kernel(netns.as_deref()).map_err(|e| errors.push(e)).ok();
+        if let Some(k) = &mut kernel {
+            k.defer_to_reaper();
+            match &ep {
+                Some(ep) => errors.extend(step::undo_all(k, &recorded_steps(&state, ep))),
+                None => errors.extend(forget_unrecorded(&call, k)),
             }
-            Err(e) => errors.push(Error::Netlink(e.to_string())),
         }
         if ep.is_some() {
             errors.extend(call.forget(&state).err());
         }
         // The address goes last, once the old veth is down: nothing reaches it any more.
         errors.extend(call.ipam("DEL").err());
-        if let Ok(k) = &mut kernel {
+        if let Some(k) = &mut kernel {
             k.finish();
         }
         if errors.is_empty() {
@@ -154,9 +146,7 @@ impl Plugin for VnetPlugin {
             .ok_or_else(|| Error::UnknownContainer(format!("no endpoint recorded for {}", call.key())))?;
         let netns_path = req.env.netns.clone().unwrap_or_default();
         netns_file(&netns_path)?;
-        let nat_lock = call.nat_lock();
-        let mut k = RealKernel::new(&call.rt, Some(&netns_path), &nat_lock, None)?
-            .with_state_file(&call.cfg.state_file);
+        let mut k = call.kernel(Some(&netns_path))?;
         let steps = recorded_steps(&state, &ep);
         if let Some(missing) = step::first_missing(&mut k, &steps)? {
             return Err(Error::Mismatch(format!("{missing} ({}) does not hold", missing.name())));
@@ -213,12 +203,11 @@ impl Plugin for VnetPlugin {
         }
         all.extend(state.endpoints.values().cloned());
         let key = |e: &Endpoint| endpoint_key(&e.container_id, &e.ifname);
-        let (stale, kept): (Vec<Endpoint>, Vec<Endpoint>) =
-            all.into_iter().partition(|e| e.network == req.network && !valid.contains(&key(e)));
-        let nat_lock = call.nat_lock();
+        let stale: Vec<Endpoint> =
+            all.into_iter().filter(|e| e.network == req.network && !valid.contains(&key(e))).collect();
         let mut errors = Vec::new();
-        let mut k = RealKernel::new(&call.rt, None, &nat_lock, state.node.as_ref())?
-            .with_state_file(&call.cfg.state_file);
+        let mut k = call.kernel(None)?;
+        k.set_node(state.node.clone());
         k.defer_to_reaper();
         let mut cleaned = HashSet::new();
         for e in &stale {
@@ -240,9 +229,8 @@ impl Plugin for VnetPlugin {
                 .err(),
             );
         }
-        let kept: Vec<&Endpoint> = kept.iter().collect();
         if let Some(node) = state.node.as_ref().filter(|n| n.mode == Mode::Bridge && n.ready) {
-            errors.extend(collect_orphans(&mut k, node, &kept).err());
+            errors.extend(collect_orphans(&call, &mut k, node).err());
         }
         errors.extend(call.ipam("GC").err());
         k.finish();
@@ -283,17 +271,16 @@ fn repeated(
     Ok(None)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn attach(
     call: &Call<'_>,
     k: &mut RealKernel<'_>,
-    driver: &dyn Driver,
     node: &Node,
     seen: &VnetState,
     ipam_value: Value,
     netns: &Path,
 ) -> Result<CniResult> {
     let env = &call.req.env;
+    let driver = mode::driver(call.cfg.mode);
     let ipam: CniResult =
         serde_json::from_value(ipam_value).map_err(|e| bad_ipam(&format!("unreadable result: {e}")))?;
     let ip = ipam.ips.first().cloned().ok_or_else(|| bad_ipam("result has no address"))?;
@@ -451,28 +438,12 @@ fn forget_unrecorded(call: &Call<'_>, k: &mut RealKernel<'_>) -> Vec<Error> {
 }
 
 /// Map elements and bridge neighbours for addresses no recorded endpoint holds (left by a
-/// removed record, an older version, or a hand edit) are removed.
-fn collect_orphans(k: &mut RealKernel<'_>, node: &NodeRecord, kept: &[&Endpoint]) -> Result<()> {
-    let owned: HashSet<IpAddr> = kept
-        .iter()
-        .filter_map(|e| e.attach.as_ref())
-        .flat_map(|a| a.addresses.iter().map(|n| n.addr()))
-        .collect();
-    let table = translation::table(&node.bridge);
-    let map = translation::map_ref(&table);
-    let mut nft = super::nft::Nft::open()?;
-    let elements = match nft.list(map) {
-        Ok(e) => e,
-        Err(Error::Nft { missing: true, .. }) => Vec::new(),
-        Err(e) => return Err(e),
-    };
-    for e in elements {
-        let Ok(octets) = <[u8; 4]>::try_from(e.key.as_slice()) else { continue };
-        if !owned.contains(&IpAddr::from(octets)) {
-            nft.remove(map, &e.key)?;
-            tracing::info!("GC removed the translation of {} nobody holds", IpAddr::from(octets));
-        }
-    }
+/// removed record, an older version, or a hand edit) are removed; the elements under the
+/// translation lock, as the reaper does, so an ADD running meanwhile keeps its own.
+fn collect_orphans(call: &Call<'_>, k: &mut RealKernel<'_>, node: &NodeRecord) -> Result<()> {
+    reaper::prune_translations(&call.cfg.state_file, call.cfg.lock_timeout, &mut None)?;
+    let state: VnetState = call.store.load()?.unwrap_or_default();
+    let owned = reaper::owned_addresses(&call.cfg.state_file, &state)?;
     let host = k.host().clone();
     k.block_on(async {
         let Some(bridge) = host.link(&node.bridge).await? else { return Ok(()) };

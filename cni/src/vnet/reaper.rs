@@ -20,7 +20,7 @@
 use std::collections::HashSet;
 use std::fs::File;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use super::netlink::Netlink;
@@ -29,7 +29,7 @@ use super::records::Records;
 use super::state::VnetState;
 use super::translation;
 use crate::skel::error::Result;
-use crate::store::Store;
+use crate::store::{suffixed, Store};
 
 /// Set (to the state file) when azure-vnet runs as the reaper.
 pub const REAP_ENV: &str = "AZURE_VNET_REAP";
@@ -40,20 +40,17 @@ pub const REAP_GROUP: u32 = 0x0061_7a76;
 /// How long a reaper waits before deleting, and before closing its nf_tables socket.
 pub const REAP_DELAY: Duration = Duration::from_millis(500);
 
+/// The reaper's bound on waiting for the translation lock (it has no config to read).
+const REAPER_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The name a parked pod end gets: `azq` + the host end's hash.
 pub fn parked_name(host: &str) -> String {
     format!("azq{}", host.trim_start_matches("azv"))
 }
 
-fn with_suffix(state_file: &Path, suffix: &str) -> PathBuf {
-    let mut p = state_file.as_os_str().to_owned();
-    p.push(suffix);
-    p.into()
-}
-
 /// Serialises translation inserts (ADD) with the reaper's pruning.
 pub fn translation_lock(state_file: &Path, timeout: Duration) -> Store {
-    Store::new(with_suffix(state_file, ".translation"), timeout)
+    Store::new(suffixed(state_file, ".translation"), timeout)
 }
 
 fn open_lock(state_file: &Path) -> std::io::Result<File> {
@@ -61,7 +58,7 @@ fn open_lock(state_file: &Path) -> std::io::Result<File> {
         .create(true)
         .truncate(false)
         .write(true)
-        .open(with_suffix(state_file, ".reaper.lock"))
+        .open(suffixed(state_file, ".reaper.lock"))
 }
 
 /// Whether a reaper holds the lock (it will see everything parked before it lets go).
@@ -93,22 +90,21 @@ pub fn run(state_file: &Path) -> i32 {
     rt.block_on(async {
         let Ok(nl) = Netlink::connect() else { return 1 };
         let mut nft = None;
+        let mut pruned = 0;
         loop {
             if lock.try_lock().is_err() {
                 break;
             }
             tokio::time::sleep(REAP_DELAY).await;
             let _ = nl.delete_group(REAP_GROUP).await;
-            if let Ok(n) = prune_translations(state_file, nft.take()) {
-                nft = n;
-            }
+            pruned += prune_translations(state_file, REAPER_LOCK_TIMEOUT, &mut nft).unwrap_or(0);
             let _ = lock.unlock();
             match nl.group(REAP_GROUP).await {
                 Ok(left) if !left.is_empty() => continue,
                 _ => break,
             }
         }
-        if nft.is_some() {
+        if pruned > 0 {
             // Closing the socket before the kernel's cleanup of the removals would make it
             // wait for that cleanup, holding the nf_tables lock every ADD needs.
             tokio::time::sleep(REAP_DELAY).await;
@@ -117,33 +113,47 @@ pub fn run(state_file: &Path) -> i32 {
     })
 }
 
-/// Removes the translation elements no record holds; returns the socket if it removed any.
-fn prune_translations(state_file: &Path, nft: Option<Nft>) -> Result<Option<Nft>> {
-    let state: VnetState = Store::new(state_file, Duration::from_secs(1)).load()?.unwrap_or_default();
-    let Some(node) = state.node.filter(|n| n.ready && n.mode == super::mode::Mode::Bridge) else {
-        return Ok(nft);
-    };
-    let _guard = translation_lock(state_file, Duration::from_secs(10)).lock()?;
+/// The addresses the endpoint records hold (their own files and those inside the state file).
+pub fn owned_addresses(state_file: &Path, state: &VnetState) -> Result<HashSet<IpAddr>> {
     let (records, _) = Records::beside(state_file).all()?;
-    let owned: HashSet<IpAddr> = records
+    Ok(records
         .iter()
         .chain(state.endpoints.values())
         .filter_map(|e| e.attach.as_ref())
         .flat_map(|a| a.addresses.iter().map(|n| n.addr()))
-        .collect();
+        .collect())
+}
+
+/// Removes the translation elements whose address no endpoint record holds. The records are
+/// read under the translation lock, which an ADD takes to insert after writing its record, so
+/// a fresh element is never taken for an orphan. `nft` is opened on first use and left open
+/// for the caller (see the module doc on closing it). Returns how many were removed.
+pub fn prune_translations(state_file: &Path, lock_timeout: Duration, nft: &mut Option<Nft>) -> Result<usize> {
+    let state: VnetState = Store::new(state_file, lock_timeout).load()?.unwrap_or_default();
+    let Some(node) = state.node.as_ref().filter(|n| n.ready && n.mode == super::mode::Mode::Bridge) else {
+        return Ok(0);
+    };
+    let _guard = translation_lock(state_file, lock_timeout).lock()?;
+    let owned = owned_addresses(state_file, &state)?;
     let table = translation::table(&node.bridge);
     let map = translation::map_ref(&table);
-    let mut nft = match nft {
-        Some(n) => n,
-        None => Nft::open()?,
+    if nft.is_none() {
+        *nft = Some(Nft::open()?);
+    }
+    let Some(nft) = nft.as_mut() else { return Ok(0) };
+    let elements = match nft.list(map) {
+        Ok(e) => e,
+        Err(crate::skel::error::Error::Nft { missing: true, .. }) => return Ok(0),
+        Err(e) => return Err(e),
     };
-    let mut removed = false;
-    for e in nft.list(map)? {
+    let mut removed = 0;
+    for e in elements {
         let Ok(octets) = <[u8; 4]>::try_from(e.key.as_slice()) else { continue };
         if !owned.contains(&IpAddr::from(octets)) {
             nft.remove(map, &e.key)?;
-            removed = true;
+            tracing::info!("removed the translation of {} nobody holds", IpAddr::from(octets));
+            removed += 1;
         }
     }
-    Ok(removed.then_some(nft))
+    Ok(removed)
 }

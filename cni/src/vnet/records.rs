@@ -19,9 +19,7 @@ pub struct Records {
 
 impl Records {
     pub fn beside(state_file: &Path) -> Records {
-        let mut dir = state_file.as_os_str().to_owned();
-        dir.push(".d");
-        Records { dir: dir.into() }
+        Records { dir: store::suffixed(state_file, ".d") }
     }
 
     pub fn dir(&self) -> &Path {
