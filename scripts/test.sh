@@ -8,14 +8,15 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 scripts/install-deps.sh
-# A real kube-apiserver from Debian's sources, for the agent's kube tests (once per machine).
+# Real Kubernetes binaries from Debian's sources (once per machine): the API server for the
+# agent's kube tests; control plane, kubelet and kube-proxy for the lab's real-node smoke.
 log=$(mktemp)
-if ! scripts/kube/build-apiserver.sh >"$log" 2>&1; then
+if ! scripts/kube/build.sh >"$log" 2>&1; then
     tail -n 40 "$log"
-    echo "test.sh: building kube-apiserver failed" >&2
+    echo "test.sh: building Kubernetes failed" >&2
     exit 1
 fi
-echo "kube-apiserver: $(tail -n 1 "$log")"
+echo "kubernetes: $(tail -n 1 "$log")"
 rm -f "$log"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

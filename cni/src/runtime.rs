@@ -168,6 +168,14 @@ pub fn check(list: &ConfList, at: &Attachment, cached: &Value) -> Result<()> {
     Ok(())
 }
 
+/// STATUS through every plugin in order: is each ready for ADDs (CNI 1.1)?
+pub fn status(list: &ConfList, at: &Attachment) -> Result<()> {
+    for plugin in &list.plugins {
+        exec(list, plugin, at, "STATUS", None)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

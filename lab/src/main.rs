@@ -1,5 +1,6 @@
 //! azure-lab: a whole Azure node data path in network namespaces, from Kubernetes YAML.
 
+mod kube;
 mod net;
 mod objects;
 mod probe;
@@ -43,9 +44,17 @@ enum Command {
     /// Build the lab from multi-document Kubernetes YAML (Nodes with InternalIP, Namespaces, Pods
     /// with spec.nodeName, labels, container ports and optional status.podIP, NetworkPolicies)
     Up {
-        /// YAML files, read as one (repeatable)
-        #[arg(long, required = true)]
+        /// YAML files, read as one (repeatable); not with --kube
+        #[arg(long, required_unless_present = "kube", conflicts_with = "kube")]
         objects: Vec<PathBuf>,
+        /// A real Kubernetes v1.20 cluster instead: control plane, and per node containerd +
+        /// kubelet + kube-proxy; pods come from the API (azure-lab kubectl), azure-npm runs as
+        /// the DaemonSet from manifests/ (binaries: scripts/kube/build.sh)
+        #[arg(long)]
+        kube: bool,
+        /// Nodes of the --kube cluster
+        #[arg(long, default_value = "1", requires = "kube")]
+        nodes: usize,
         /// A host outside the VNet, behind the lab's router (repeatable)
         #[arg(long = "external")]
         externals: Vec<IpAddr>,
@@ -96,15 +105,42 @@ enum Command {
         #[arg(long)]
         expect: bool,
     },
-    /// Print a node's azure-npm metrics (lines starting with PREFIX, default npm_)
+    /// Print a node's azure-npm metrics (lines starting with PREFIX, default npm_); in a --kube
+    /// lab, scraped from the control plane as Prometheus would, where the agent pod's
+    /// prometheus.io/{scrape,port,path} annotations say
     Metrics {
         #[arg(long)]
         node: String,
         #[arg(long, default_value = "npm_")]
         prefix: String,
     },
+    /// Kill a service of a --kube lab's node (SIGKILL, as a crash) and wait until the node has
+    /// started it again
+    Restart {
+        #[arg(long)]
+        node: String,
+        #[arg(value_enum)]
+        service: ServiceArg,
+    },
+    /// CNI CHECK for every pod attached on a --kube lab's node (from containerd's cached
+    /// results), then STATUS; exit 1 if any fails
+    CniCheck {
+        #[arg(long)]
+        node: String,
+    },
+    /// kubectl against a --kube lab's cluster, as its admin (e.g. azure-lab kubectl get pods -A)
+    Kubectl {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        args: Vec<String>,
+    },
     /// Stop every process and remove every namespace and file of the lab (also after a crash)
     Down,
+    /// Run one node of a --kube lab (started by `up` inside the node's namespace)
+    #[command(hide = true)]
+    NodeRun {
+        #[arg(long)]
+        node: String,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -114,9 +150,34 @@ enum ModeArg {
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
+enum ServiceArg {
+    Kubelet,
+    Containerd,
+    KubeProxy,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
 enum VnetArg {
     Azure,
     Switch,
+}
+
+impl From<ModeArg> for state::Mode {
+    fn from(m: ModeArg) -> Self {
+        match m {
+            ModeArg::Bridge => state::Mode::Bridge,
+            ModeArg::Transparent => state::Mode::Transparent,
+        }
+    }
+}
+
+impl From<VnetArg> for vnet_fabric::Kind {
+    fn from(v: VnetArg) -> Self {
+        match v {
+            VnetArg::Azure => vnet_fabric::Kind::Azure,
+            VnetArg::Switch => vnet_fabric::Kind::Switch,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -189,23 +250,32 @@ fn wait_programmed(state: &State, cluster: &Cluster) -> Result<(), String> {
 
 fn run(cli: Cli) -> Result<bool, String> {
     match cli.command {
-        Command::Up { objects, externals, serve, mode, vnet } => {
+        Command::Up { kube: true, nodes, mode, vnet, .. } => {
+            let opts = up::Options { mode: mode.into(), vnet: vnet.into() };
+            let state = match kube::up(&cli.name, nodes, opts) {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = state::down(&cli.name);
+                    return Err(format!("{e} (the partial lab was removed)"));
+                }
+            };
+            println!(
+                "lab {} is up: Kubernetes v1.20 with {} nodes ({} mode) on an Azure VNet, azure-npm as a \
+                 DaemonSet; azure-lab --name {0} kubectl get pods -A; files in {}",
+                cli.name,
+                state.nodes.len(),
+                state.mode.as_str(),
+                state.dir.display()
+            );
+        }
+        Command::Up { objects, externals, serve, mode, vnet, .. } => {
             let text = read_all(&objects)?;
             let plan = spec::plan(spec::load(&text)?, &externals)?;
             let ports = parse_serve(&serve)?;
             if State::dir_of(&cli.name).join("lab.json").exists() {
                 return Err(format!("lab {:?} is already up (azure-lab --name {0} down)", cli.name));
             }
-            let opts = up::Options {
-                mode: match mode {
-                    ModeArg::Bridge => state::Mode::Bridge,
-                    ModeArg::Transparent => state::Mode::Transparent,
-                },
-                vnet: match vnet {
-                    VnetArg::Azure => vnet_fabric::Kind::Azure,
-                    VnetArg::Switch => vnet_fabric::Kind::Switch,
-                },
-            };
+            let opts = up::Options { mode: mode.into(), vnet: vnet.into() };
             let state = match up::up(&cli.name, &plan, &text, &ports, opts) {
                 Ok(s) => s,
                 Err(e) => {
@@ -287,8 +357,13 @@ fn run(cli: Cli) -> Result<bool, String> {
         Command::Exec { node, command } => {
             let state = State::load(&cli.name)?;
             let ns = node_netns(&state, &node)?;
-            let status = std::process::Command::new("ip")
-                .args(["netns", "exec", &ns])
+            // A --kube node has its own mount namespace too (its /run, /etc/cni, /var/lib).
+            let wrapper = match state.kube {
+                Some(_) => kube::node_wrapper(&state, &node)?,
+                None => vec!["ip".into(), "netns".into(), "exec".into(), ns],
+            };
+            let status = std::process::Command::new(&wrapper[0])
+                .args(&wrapper[1..])
                 .args(&command)
                 .env("AZURE_LAB_OBJECTS", state.dir.join("objects/cluster.yaml"))
                 .status()
@@ -333,13 +408,49 @@ fn run(cli: Cli) -> Result<bool, String> {
         }
         Command::Metrics { node, prefix } => {
             let state = State::load(&cli.name)?;
-            let (status, body) = net::http_get(&node_netns(&state, &node)?, up::METRICS_PORT, "/metrics")?;
+            let (status, body) = match &state.kube {
+                // As Prometheus does: the pod's annotations say where, from another host.
+                Some(k) => kube::scrape(k, &node)?,
+                None => net::http_get(&node_netns(&state, &node)?, up::METRICS_PORT, "/metrics")?,
+            };
             if !status.contains("200") {
                 return Err(format!("/metrics on {node}: {status}"));
             }
             for line in body.lines().filter(|l| l.starts_with(&prefix)) {
                 println!("{line}");
             }
+        }
+        Command::Kubectl { args } => {
+            let state = State::load(&cli.name)?;
+            let kube = state.kube.as_ref().ok_or("this lab has no cluster (azure-lab up --kube)")?;
+            let config = kube.kubeconfig.display().to_string();
+            let status = std::process::Command::new("ip")
+                .args(["netns", "exec", &kube.netns, "kubectl", "--kubeconfig", &config])
+                .args(&args)
+                .status()
+                .map_err(|e| format!("kubectl: {e}"))?;
+            return Ok(status.success());
+        }
+        Command::Restart { node, service } => {
+            let state = State::load(&cli.name)?;
+            let name = match service {
+                ServiceArg::Kubelet => "kubelet",
+                ServiceArg::Containerd => "containerd",
+                ServiceArg::KubeProxy => "kube-proxy",
+            };
+            let pid = kube::restart(&state, &node, name)?;
+            println!("{name} on {node} was killed and runs again (pid {pid})");
+        }
+        Command::CniCheck { node } => {
+            let state = State::load(&cli.name)?;
+            let (lines, all_ok) = kube::cni_check(&state, &node)?;
+            for l in lines {
+                println!("{l}");
+            }
+            return Ok(all_ok);
+        }
+        Command::NodeRun { node } => {
+            kube::node::run(&cli.name, &node)?;
         }
         Command::Down => {
             let n = state::down(&cli.name)?;

@@ -79,10 +79,22 @@ pub fn inside<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'stati
 
 /// `GET path` from `127.0.0.1:port` inside `ns`: (status line, body).
 pub fn http_get(ns: &str, port: u16, path: &str) -> Result<(String, String), String> {
+    http_get_from(ns, std::net::Ipv4Addr::LOCALHOST.into(), port, path)
+}
+
+/// `GET path` from `address:port`, connecting from inside `ns`: (status line, body).
+pub fn http_get_from(
+    ns: &str,
+    address: std::net::IpAddr,
+    port: u16,
+    path: &str,
+) -> Result<(String, String), String> {
     let path = path.to_string();
     inside(ns, move || -> Result<(String, String), String> {
         use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+        let to = std::net::SocketAddr::new(address, port);
+        let mut s = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5))
+            .map_err(|e| format!("{to}: {e}"))?;
         s.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
         write!(s, "GET {path} HTTP/1.0\r\n\r\n").map_err(|e| e.to_string())?;
         let mut text = String::new();
@@ -103,4 +115,12 @@ pub fn sibling(name: &str) -> Result<PathBuf, String> {
         }
     }
     Err(format!("{name} not found beside {} (cargo build --workspace)", me.display()))
+}
+
+/// The last `n` lines of a log, for an error message (the lab's files go with a failed `up`).
+pub fn tail(log: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let last = lines[lines.len().saturating_sub(n)..].join("\n  ");
+    format!("last lines of {}:\n  {last}", log.display())
 }

@@ -55,6 +55,9 @@ pub struct State {
     pub subnet: Option<Ipv4Net>,
     #[serde(default)]
     pub gateway: Option<Ipv4Addr>,
+    /// A real Kubernetes cluster (`up --kube`): control plane, kubelets, containerd.
+    #[serde(default)]
+    pub kube: Option<crate::kube::KubeState>,
 }
 
 fn kind_out<S: Serializer>(k: &Kind, s: S) -> Result<S::Ok, S::Error> {
@@ -135,9 +138,12 @@ pub fn down(name: &str) -> Result<usize, String> {
             let _ = Command::new("kill").args(["-9", pid]).output();
         }
     }
+    // A cluster's pods live in namespaces of containerd's, in the nodes' cgroups.
+    let cgroups = crate::kube::remove_cgroups(name);
     for ns in all.iter().rev() {
         let _ = Command::new("ip").args(["netns", "del", ns]).output();
     }
+    cgroups?;
     let dir = State::dir_of(name);
     if dir.exists() {
         std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;

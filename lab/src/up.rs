@@ -70,7 +70,7 @@ pub fn container_id(lab: &str, key: &str) -> String {
 
 /// The VNet (a fabric with Azure's rules, or a plain switch) with its gateway, and an uplink to
 /// the namespace holding the external hosts.
-fn network(state: &mut State, plan: &Plan) -> Result<Fabric, String> {
+pub fn network(state: &mut State, plan: &Plan) -> Result<Fabric, String> {
     let ns = state.add_netns("vnet")?;
     let spec = Spec { kind: state.vnet, subnet: plan.subnet, gateway: plan.gateway };
     let fabric = Fabric::create(&ns, &spec).map_err(|e| e.to_string())?;
@@ -92,7 +92,14 @@ fn network(state: &mut State, plan: &Plan) -> Result<Fabric, String> {
     Ok(fabric)
 }
 
-fn node(state: &mut State, plan: &Plan, k: usize, fabric: &Fabric, bins: &Binaries) -> Result<(), String> {
+/// A node: its namespace and NIC on the VNet, and its host-agent emulator.
+pub fn node(
+    state: &mut State,
+    plan: &Plan,
+    k: usize,
+    fabric: &Fabric,
+    bins: &Binaries,
+) -> Result<(), String> {
     let n = &plan.nodes[k];
     let ns = state.add_netns(&format!("n{k}"))?;
     let nic =
@@ -123,8 +130,6 @@ fn node(state: &mut State, plan: &Plan, k: usize, fabric: &Fabric, bins: &Binari
         &["--listen", &listen, "--interfaces", &xml.display().to_string()],
     )?;
     wait_log(&log, "listening on", &format!("the host-agent emulator of {}", n.name))?;
-    let list = conflist(&dir, state.mode.as_str());
-    std::fs::write(dir.join("10-azure.conflist"), list.to_string()).map_err(|e| e.to_string())?;
     state.nodes.push(NodeState { name: n.name.clone(), netns: ns, ip: n.ip });
     state.save()
 }
@@ -203,6 +208,26 @@ pub struct Options {
     pub vnet: vnet_fabric::Kind,
 }
 
+/// The lab's directory and first state file.
+pub fn begin(name: &str, plan: &Plan, opts: Options) -> Result<State, String> {
+    let dir = State::dir_of(name);
+    if dir.join("lab.json").exists() {
+        return Err(format!("lab {name:?} is already up (azure-lab down --name {name})"));
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let state = State {
+        name: name.into(),
+        dir,
+        mode: opts.mode,
+        vnet: opts.vnet,
+        subnet: Some(plan.subnet),
+        gateway: Some(plan.gateway),
+        ..State::default()
+    };
+    state.save()?;
+    Ok(state)
+}
+
 pub fn up(
     name: &str,
     plan: &Plan,
@@ -211,24 +236,14 @@ pub fn up(
     opts: Options,
 ) -> Result<State, String> {
     let bins = Binaries::find()?;
-    let dir = State::dir_of(name);
-    if dir.join("lab.json").exists() {
-        return Err(format!("lab {name:?} is already up (azure-lab down --name {name})"));
-    }
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let mut state = State {
-        name: name.into(),
-        dir: dir.clone(),
-        mode: opts.mode,
-        vnet: opts.vnet,
-        subnet: Some(plan.subnet),
-        gateway: Some(plan.gateway),
-        ..State::default()
-    };
-    state.save()?;
+    let mut state = begin(name, plan, opts)?;
+    let dir = state.dir.clone();
     let fabric = network(&mut state, plan)?;
     for k in 0..plan.nodes.len() {
         node(&mut state, plan, k, &fabric, &bins)?;
+        let node_dir = dir.join(&plan.nodes[k].name);
+        let list = conflist(&node_dir, state.mode.as_str());
+        std::fs::write(node_dir.join("10-azure.conflist"), list.to_string()).map_err(|e| e.to_string())?;
     }
 
     let mut ips = BTreeMap::new();

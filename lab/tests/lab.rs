@@ -3,80 +3,11 @@
 //! Each compares the host (root namespace links, iptables, ipsets, the lab's namespaces and
 //! files) before and after.
 
-use std::path::Path;
+mod common;
+
 use std::process::Command;
 
-const LAB: &str = env!("CARGO_BIN_EXE_azure-lab");
-
-fn root() -> String {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    assert!(
-        status.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")),
-        "the lab builds network namespaces and needs root: sudo scripts/test.sh"
-    );
-    String::new()
-}
-
-fn testdata(path: &str) -> String {
-    format!("{}/../testdata/{path}", env!("CARGO_MANIFEST_DIR"))
-}
-
-fn lab(name: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(LAB).args(["--name", name]).args(args).output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn ok(name: &str, args: &[&str]) -> String {
-    let (ok, out, err) = lab(name, args);
-    assert!(ok, "azure-lab {args:?}:\n{out}\n{err}");
-    out
-}
-
-/// What the host looks like, as far as a lab could change it.
-fn host(name: &str) -> String {
-    let run = |p: &str, a: &[&str]| {
-        String::from_utf8_lossy(&Command::new(p).args(a).output().unwrap().stdout).into_owned()
-    };
-    let links: Vec<String> = run("ip", &["-o", "link", "show"])
-        .lines()
-        .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        .collect();
-    let rules: Vec<String> =
-        run("iptables-save", &[]).lines().filter(|l| !l.starts_with('#')).map(str::to_string).collect();
-    let prefix = format!("azl-{name}-");
-    let netns: Vec<String> = run("ip", &["netns", "list"])
-        .lines()
-        .filter(|l| l.starts_with(&prefix))
-        .map(str::to_string)
-        .collect();
-    let files = Path::new("/run/azure-lab").join(name).exists();
-    format!(
-        "links {links:?}\nrules {rules:?}\nsets {}\nnft {}\nnetns {netns:?}\nfiles {files}",
-        run("ipset", &["list", "-n"]),
-        run("nft", &["list", "ruleset"])
-    )
-}
-
-/// Brings the lab down when the test ends, however it ends.
-struct Down(String);
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        let _ = lab(&self.0, &["down"]);
-    }
-}
-
-/// The VNet's anti-spoofing dropped nothing over the lab's whole life.
-fn assert_no_spoofing(name: &str) {
-    let (clean, out, err) = lab(name, &["vnet", "--expect"]);
-    assert!(clean, "the VNet dropped spoofed frames:\n{out}\n{err}");
-    let json: serde_json::Value = serde_json::from_str(&ok(name, &["vnet", "--output", "json"])).unwrap();
-    assert!(json.as_object().is_some_and(|m| !m.is_empty()), "counters per node: {json}");
-}
+use common::*;
 
 fn probe_all(name: &str, checks: &[(&str, &str)]) {
     for (protocol, port) in checks {

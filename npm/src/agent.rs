@@ -11,6 +11,8 @@
 //!   missing jump) is counted and repaired from the kernel's actual state.
 //! - A failed apply makes the next round start from the kernel's actual state, with backoff.
 
+use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
@@ -48,6 +50,11 @@ pub struct Agent<D: Dataplane> {
     entries: usize,
     pub ready: Arc<AtomicBool>,
     pub repairs: u64,
+    /// This node's pods whose addresses the CNI may hold (render::HOLD_SET) and the agent has
+    /// not yet let through: taken out right after the program that includes them. `admit_all`:
+    /// every local pod (after a snapshot, and at each verification, for holds no event told of).
+    to_admit: BTreeSet<IpAddr>,
+    admit_all: bool,
 }
 
 fn trigger_of(event: &Event) -> &'static str {
@@ -75,6 +82,43 @@ impl<D: Dataplane> Agent<D> {
             entries: 0,
             ready: Arc::new(AtomicBool::new(false)),
             repairs: 0,
+            to_admit: BTreeSet::new(),
+            admit_all: true,
+        }
+    }
+
+    fn local(&self, pod: &policy_compiler::model::Pod) -> bool {
+        self.node.is_none() || pod.node == self.node
+    }
+
+    /// Lets the held pods through, once the kernel has them (see `to_admit`). Only addresses
+    /// that belong to one of this node's pods now are admitted: a hold for a pod the agent has
+    /// not seen yet stays.
+    fn admit(&mut self) {
+        let Some(compiler) = self.compiler.as_ref() else { return };
+        let local: BTreeSet<IpAddr> =
+            compiler.cluster().pods.iter().filter(|p| self.local(p)).filter_map(|p| p.ip).collect();
+        let ips: Vec<IpAddr> = if self.admit_all {
+            local.into_iter().collect()
+        } else {
+            self.to_admit.iter().filter(|ip| local.contains(ip)).copied().collect()
+        };
+        if ips.is_empty() {
+            self.to_admit.clear();
+            self.admit_all = false;
+            return;
+        }
+        match self.dataplane.admit(&ips) {
+            Ok(()) => {
+                tracing::debug!("admitted {} new pods' addresses", ips.len());
+                self.to_admit.clear();
+                self.admit_all = false;
+            }
+            Err(e) => {
+                self.count_error(&e);
+                tracing::warn!("letting {} new pods through failed: {e}; retrying", ips.len());
+                self.admit_all = true;
+            }
         }
     }
 
@@ -86,6 +130,7 @@ impl<D: Dataplane> Agent<D> {
     pub fn handle(&mut self, update: Update) {
         match update {
             Update::Snapshot(cluster) => {
+                self.admit_all = true;
                 self.compiler = Some(Compiler::for_node(cluster, self.node.clone()));
                 self.pending.clear();
                 self.full = true;
@@ -104,6 +149,11 @@ impl<D: Dataplane> Agent<D> {
                         self.trigger = "mixed";
                     }
                     self.policy_added |= matches!(event, Event::UpsertPolicy(_));
+                    if let Event::UpsertPod(p) = &event {
+                        if let (true, Some(ip)) = (self.node.is_none() || p.node == self.node, p.ip) {
+                            self.to_admit.insert(ip);
+                        }
+                    }
                     self.pending.push(compiler.apply(event));
                 }
             }
@@ -192,13 +242,14 @@ impl<D: Dataplane> Agent<D> {
         } else {
             tracing::debug!("{} change programmed in {took:?}", self.trigger);
         }
+        self.admit();
         Ok(wrote)
     }
 
     fn publish_counts(&self, policies: usize) {
         let shape = &self.programmed;
         metrics::gauge!(m::POLICIES).set(policies as f64);
-        metrics::gauge!(m::IPTABLES_RULES).set((shape.rule_count() + ENTRY_RULES) as f64);
+        metrics::gauge!(m::IPTABLES_RULES).set((shape.rule_count() + entry_rules()) as f64);
         metrics::gauge!(m::IPSETS).set(shape.sets.len() as f64);
         metrics::gauge!(m::IPSET_ENTRIES).set(self.entries as f64);
     }
@@ -220,7 +271,10 @@ impl<D: Dataplane> Agent<D> {
             }
         };
         let drift = drift(&view, &kernel_shape(&self.programmed));
+        // Holds no event told of (a repeated ADD that kept its address) end here at the latest.
+        self.admit_all = true;
         if drift.is_empty() {
+            self.admit();
             return Ok(drift);
         }
         for what in &drift {
@@ -288,8 +342,12 @@ impl<D: Dataplane> Agent<D> {
     }
 }
 
-/// Rules of the entry chain (`render::iptables_restore`): established, clear marks, 3 jumps.
-pub const ENTRY_RULES: usize = 5;
+/// Rules of the entry chain as the renderer writes it (established, clear marks, the holds,
+/// the jumps).
+pub fn entry_rules() -> usize {
+    let text = policy_compiler::render::iptables_restore(&Ir::default());
+    text.lines().filter(|l| l.starts_with(&format!("-A {} ", policy_compiler::render::ENTRY_CHAIN))).count()
+}
 
 fn count_v4(ir: &Ir) -> usize {
     ir.sets.values().map(|s| s.members.iter().filter(|m| m.is_v4()).count()).sum()
@@ -327,6 +385,7 @@ mod tests {
         hooked: bool,
         fail: usize,
         applies: Vec<Delta>,
+        admitted: Vec<IpAddr>,
     }
 
     impl Dataplane for Fake {
@@ -353,6 +412,11 @@ mod tests {
             delta.apply(&mut self.kernel);
             self.hooked |= delta.chains.is_some();
             self.applies.push(delta.clone());
+            Ok(())
+        }
+
+        fn admit(&mut self, ips: &[IpAddr]) -> Result<()> {
+            self.admitted.extend(ips.iter().copied());
             Ok(())
         }
 
@@ -397,6 +461,36 @@ mod tests {
         assert!(in_step(&agent));
         assert_eq!(agent.entries, count_v4(&agent.programmed), "the entry count follows the delta");
         assert!(!agent.program().unwrap(), "nothing pending");
+    }
+
+    #[test]
+    fn a_new_local_pod_is_let_through_only_after_the_program_that_includes_it() {
+        let mut cluster = case("07-ipblock-except");
+        for (k, p) in cluster.pods.iter_mut().enumerate() {
+            p.node = Some(if k % 2 == 0 { "n0" } else { "n1" }.into());
+        }
+        let mut agent = Agent::new(Fake::default(), Some("n0".into()));
+        agent.handle(Update::Snapshot(cluster.clone()));
+        agent.program().unwrap();
+        let local: Vec<IpAddr> =
+            cluster.pods.iter().filter(|p| p.node.as_deref() == Some("n0")).filter_map(|p| p.ip).collect();
+        assert_eq!(agent.dataplane.admitted, local, "after the snapshot: this node's pods, no others");
+
+        agent.dataplane.admitted.clear();
+        let mut new = cluster.pods[0].clone();
+        new.name = "fresh".into();
+        new.ip = Some("10.0.9.9".parse().unwrap());
+        let mut remote = new.clone();
+        remote.name = "elsewhere".into();
+        remote.node = Some("n1".into());
+        remote.ip = Some("10.0.9.10".parse().unwrap());
+        agent.handle(Update::Events(vec![Event::UpsertPod(new.clone()), Event::UpsertPod(remote)]));
+        assert!(agent.dataplane.admitted.is_empty(), "nothing is let through before the program");
+        agent.program().unwrap();
+        assert_eq!(agent.dataplane.admitted, [new.ip.unwrap()]);
+        let target_sets =
+            agent.dataplane.kernel.sets.values().filter(|s| s.members.contains(&Member::Ip(new.ip.unwrap())));
+        assert!(target_sets.count() > 0, "the kernel had the pod when it was let through");
     }
 
     #[test]

@@ -140,14 +140,10 @@ impl<'a> Builder<'a> {
                 Some(self.pods_in(policy_ns, pods.clone().unwrap_or_default()))
             }
             Peer::Pods { namespaces: Some(ns_sel), pods } => {
-                let sel = pods.clone().unwrap_or_default();
-                let key = format!("pods ns{ns_sel} pod{sel}");
-                Some(self.set(
-                    SetKind::HashIp,
-                    key,
-                    SetDef::PodsWhere { namespaces: ns_sel.clone(), pods: sel },
-                    [],
-                ))
+                let sel = pods.as_ref().map(Selector::canonical).unwrap_or_default();
+                let namespaces = ns_sel.canonical();
+                let key = format!("pods ns{namespaces} pod{sel}");
+                Some(self.set(SetKind::HashIp, key, SetDef::PodsWhere { namespaces, pods: sel }, []))
             }
             Peer::IpBlock { cidr, except } => {
                 if except.iter().any(|e| e == cidr) {

@@ -129,7 +129,8 @@ pub fn selector(s: &LabelSelector) -> Result<Selector, String> {
         };
         requirements.push(Requirement { key: e.key.clone(), op });
     }
-    Ok(Selector { requirements })
+    // Canonical (sorted, repeats dropped), so equal selectors are equal values.
+    Ok(Selector { requirements }.canonical())
 }
 
 fn peer(p: &net::NetworkPolicyPeer) -> Result<Peer, String> {
@@ -281,6 +282,20 @@ mod tests {
         assert_eq!(pod_of(", hostNetwork: true").ip, None);
         let yaml = "metadata: {name: p}\nspec: {containers: []}\nstatus: {podIP: 10.0.0.5, phase: Succeeded}";
         assert_eq!(pod(&serde_yaml::from_str::<core::Pod>(yaml).unwrap()).unwrap().ip, None);
+    }
+
+    #[test]
+    fn equal_selectors_convert_to_equal_values() {
+        let a = parse(
+            "  podSelector:\n    matchLabels: {b: '2', a: '1'}\n    matchExpressions:\n    - {key: tier, operator: DoesNotExist}\n    - {key: tier, operator: DoesNotExist}\n    - {key: env, operator: In, values: [y, x, y]}",
+        )
+        .unwrap();
+        let b = parse(
+            "  podSelector:\n    matchExpressions:\n    - {key: env, operator: In, values: [x, y]}\n    - {key: tier, operator: DoesNotExist}\n    matchLabels: {a: '1', b: '2'}",
+        )
+        .unwrap();
+        assert_eq!(a.pod_selector, b.pod_selector);
+        assert_eq!(a.pod_selector.requirements.len(), 4, "{:?}", a.pod_selector);
     }
 
     #[test]

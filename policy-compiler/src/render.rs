@@ -12,6 +12,10 @@ use crate::ir::{Action, Chain, IpSet, Ir, Member, Rule, SetKind};
 use crate::model::Protocol;
 
 pub const ENTRY_CHAIN: &str = "AZURE-NPM";
+/// Addresses of pods the CNI attached that the agent has not programmed yet (azure-vnet's
+/// `hold.rs`): dropped, from and to (the node's own traffic to them excepted), until the agent
+/// takes them out. Not `azn-`: its members are the CNI's, never the agent's desired state.
+pub const HOLD_SET: &str = "azure-npm-new";
 pub const EGRESS_MARK: &str = "0x1000/0x1000";
 pub const INGRESS_MARK: &str = "0x2000/0x2000";
 const BOTH_MARKS: &str = "0x0/0x3000";
@@ -48,7 +52,8 @@ fn member_text(m: &Member) -> Option<String> {
 /// `ipset restore` input that creates every set (if missing) and fills it; members grouped by
 /// set (switching sets costs the kernel about a millisecond each time).
 pub fn ipset_restore(ir: &Ir, notes: &mut Notes) -> String {
-    let mut out = String::new();
+    // The entry chain refers to the hold set (its members are the CNI's; never filled here).
+    let mut out = format!("create {HOLD_SET} hash:ip family inet -exist\n");
     for set in ir.sets.values() {
         let _ = writeln!(out, "create {} {} family inet -exist", set.name, kind_text(set.kind));
     }
@@ -111,6 +116,17 @@ pub fn iptables_restore(ir: &Ir) -> String {
     let _ = writeln!(out, "-A {ENTRY_CHAIN} -j MARK --set-xmark {BOTH_MARKS}");
     for c in chains {
         let _ = writeln!(out, "-A {ENTRY_CHAIN} -j {c}");
+        if c == Chain::Accept {
+            // After what is always allowed (the node to its pods), before any policy.
+            let _ = writeln!(
+                out,
+                "-A {ENTRY_CHAIN} -m set --match-set {HOLD_SET} src -m comment --comment \"new pod, not programmed yet\" -j DROP"
+            );
+            let _ = writeln!(
+                out,
+                "-A {ENTRY_CHAIN} -m set --match-set {HOLD_SET} dst -m addrtype ! --src-type LOCAL -m comment --comment \"new pod, not programmed yet\" -j DROP"
+            );
+        }
     }
     for c in chains {
         for r in ir.chain(c) {

@@ -45,6 +45,7 @@ impl Selector {
                 .map(|(k, v)| Requirement { key: k.to_string(), op: Op::In(vec![v.to_string()]) })
                 .collect(),
         }
+        .canonical()
     }
 
     pub fn matches(&self, labels: &Labels) -> bool {

@@ -52,10 +52,7 @@ pub fn reserve(
 fn check_requested(state: &State, want: IpAddr, prefix_len: Option<u8>) -> Result<(IpAddr, IpNet)> {
     let subnet = state.in_pool(want).ok_or_else(|| {
         let pools: Vec<String> = state.pool.iter().map(|s| s.prefix.to_string()).collect();
-        Error::AddressUnavailable(format!(
-            "{want} is not in the pool (secondary addresses of [{}])",
-            pools.join(", ")
-        ))
+        Error::NotInPool(format!("{want} is not in the pool (secondary addresses of [{}])", pools.join(", ")))
     })?;
     if let Some(len) = prefix_len.filter(|len| *len != subnet.prefix_len()) {
         return Err(Error::AddressUnavailable(format!(

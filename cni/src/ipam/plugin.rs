@@ -116,11 +116,7 @@ impl Plugin for IpamPlugin {
         let mut result = self.reserve_locked(&store, fresh, &key, requested);
         // The cached pool may be behind the source: a full pool or an unknown requested
         // address gets one fresh look before the caller hears no.
-        let retry = match &result {
-            Err(Error::PoolExhausted(_)) => true,
-            Err(Error::AddressUnavailable(msg)) => msg.contains("not in the pool"),
-            _ => false,
-        };
+        let retry = matches!(&result, Err(Error::PoolExhausted(_) | Error::NotInPool(_)));
         if retry && !stale {
             tracing::debug!("retrying with a fresh pool: {}", result.as_ref().unwrap_err());
             if let Ok(pool) = self.fetch(&cfg) {

@@ -29,6 +29,10 @@ pub enum Error {
     PoolExhausted(String),
     #[error("requested address unavailable: {0}")]
     AddressUnavailable(String),
+    /// A requested address the (possibly stale) pool does not list: code 102 like the rest of
+    /// `AddressUnavailable`, its own variant so IPAM can retry on a fresh pool by type.
+    #[error("requested address unavailable: {0}")]
+    NotInPool(String),
     #[error("host agent refused the query: {0}")]
     SourceRefused(String),
     #[error("malformed answer from the address source: {0}")]
@@ -77,7 +81,7 @@ impl Error {
             Error::NotAvailable(_) => 50,
             Error::CorruptState { .. } => 100,
             Error::PoolExhausted(_) => 101,
-            Error::AddressUnavailable(_) => 102,
+            Error::AddressUnavailable(_) | Error::NotInPool(_) => 102,
             Error::SourceRefused(_) => 103,
             Error::BadSourceAnswer(_) => 104,
             Error::NoMatchingNic(_) => 105,

@@ -164,9 +164,18 @@ pub(crate) fn valid_attachments(config: &Map<String, Value>) -> Result<Vec<Attac
         .collect()
 }
 
+static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+/// Time since the plugin process started (since the first call, in tests): the `in …` of the
+/// ADD and DEL log lines, so a runtime's CNI time can be read from the logs.
+pub fn elapsed() -> std::time::Duration {
+    STARTED.get_or_init(std::time::Instant::now).elapsed()
+}
+
 /// Process entry point for a plugin binary: handles `--version`/`--help`, reads the real
 /// environment and stdin, prints the outcome and exits.
 pub fn run(plugin: &dyn Plugin, name: &str, help: &str) -> ! {
+    STARTED.get_or_init(std::time::Instant::now);
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         None => {}

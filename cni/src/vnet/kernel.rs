@@ -17,6 +17,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::bridge;
+use super::hold;
 use super::iptables::{self, Iptables, NatTable};
 use super::mac::Mac;
 use super::mode::Mode;
@@ -294,6 +295,15 @@ impl Kernel for RealKernel<'_> {
                 self.rt.block_on(self.host.set_neighbour(b, *ip, mac.bytes()))
             }
             Step::Translation { table, ip, mac } => self.translation(table, *ip, *mac),
+            Step::Hold { ip } => {
+                if !hold::change(self.nft()?, hold::Op::Hold, *ip)? {
+                    tracing::debug!(
+                        "no {} set: no policy agent on this node to hold {ip} for",
+                        hold::HOLD_SET
+                    );
+                }
+                Ok(())
+            }
             Step::Snat { subnets, vnet } => {
                 self.nat_edit(|save| Some(iptables::snat_restore(save, subnets, vnet)))?;
                 tracing::info!(
@@ -351,6 +361,7 @@ impl Kernel for RealKernel<'_> {
             }
 
             Step::PortMappings { tag, .. } => self.nat_edit(|save| iptables::dnat_del_restore(save, tag)),
+            Step::Hold { ip } => hold::change(self.nft()?, hold::Op::Release, *ip).map(|_| ()),
             _ => Ok(()),
         }
     }
@@ -405,6 +416,8 @@ impl Kernel for RealKernel<'_> {
                 };
                 Ok(list.iter().any(|e| e.key == ip.octets() && e.value == mac.bytes()))
             }
+            // Released by the agent once it has programmed the pod: nothing to check.
+            Step::Hold { .. } => Ok(true),
             Step::Snat { .. } => {
                 self.nat_holds(|save| save.contains(&format!("-A {} ", iptables::SNAT_CHAIN)))
             }

@@ -16,6 +16,7 @@ pub mod bridge;
 pub mod call;
 pub mod config;
 pub mod delegate;
+pub mod hold;
 pub mod iptables;
 pub mod kernel;
 pub mod mac;

@@ -95,6 +95,11 @@ impl Attach {
         })
     }
 
+    /// First of all, before the pod has a route: its IPv4 addresses held for the policy agent.
+    fn holds(&self) -> Vec<Step> {
+        self.v4().map(|ip| Step::Hold { ip }).collect()
+    }
+
     fn veth(&self) -> Step {
         Step::Veth {
             host: self.host_veth.clone(),
@@ -175,7 +180,8 @@ impl Driver for Bridge {
     fn plan(&self, node: &Node, a: &Attach) -> Vec<Step> {
         let bridge = node.bridge.clone().unwrap_or_default();
         let ifname = &a.ifname;
-        let mut steps = vec![a.veth()];
+        let mut steps = a.holds();
+        steps.push(a.veth());
         for address in &a.addresses {
             steps.push(Step::PodAddress { ifname: ifname.clone(), address: *address, prefix_route: true });
         }
@@ -219,7 +225,8 @@ impl Driver for Transparent {
     fn plan(&self, _node: &Node, a: &Attach) -> Vec<Step> {
         let ifname = &a.ifname;
         let gateway_net = IpNet::V4(Ipv4Net::from(VIRTUAL_GATEWAY));
-        let mut steps = vec![a.veth()];
+        let mut steps = a.holds();
+        steps.push(a.veth());
         // No prefix route: nothing is on-link for the pod but the virtual gateway.
         for address in &a.addresses {
             steps.push(Step::PodAddress { ifname: ifname.clone(), address: *address, prefix_route: false });

@@ -20,8 +20,8 @@ const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_GETSETELEM: u16 = 13;
 const NFT_MSG_DELSETELEM: u16 = 14;
 
-const NLM_F_REQUEST: u16 = 0x01;
-const NLM_F_ACK: u16 = 0x04;
+pub(super) const NLM_F_REQUEST: u16 = 0x01;
+pub(super) const NLM_F_ACK: u16 = 0x04;
 const NLM_F_DUMP: u16 = 0x300;
 const NLM_F_CREATE: u16 = 0x400;
 const NLMSG_ERROR: u16 = 2;
@@ -37,7 +37,7 @@ const NFTA_SET_ELEM_DATA: u16 = 2;
 const NFTA_DATA_VALUE: u16 = 1;
 
 const EEXIST: i32 = 17;
-const ENOENT: i32 = 2;
+pub(super) const ENOENT: i32 = 2;
 
 /// Which map: family, table and set name.
 #[derive(Debug, Clone, Copy)]
@@ -66,14 +66,14 @@ fn align4(n: usize) -> usize {
     (n + 3) & !3
 }
 
-fn attr(buf: &mut Vec<u8>, kind: u16, data: &[u8]) {
+pub(super) fn attr(buf: &mut Vec<u8>, kind: u16, data: &[u8]) {
     buf.extend_from_slice(&((4 + data.len()) as u16).to_ne_bytes());
     buf.extend_from_slice(&kind.to_ne_bytes());
     buf.extend_from_slice(data);
     buf.resize(align4(buf.len()), 0);
 }
 
-fn nested(buf: &mut Vec<u8>, kind: u16, fill: impl FnOnce(&mut Vec<u8>)) {
+pub(super) fn nested(buf: &mut Vec<u8>, kind: u16, fill: impl FnOnce(&mut Vec<u8>)) {
     let start = buf.len();
     buf.extend_from_slice(&[0; 4]);
     fill(buf);
@@ -82,14 +82,14 @@ fn nested(buf: &mut Vec<u8>, kind: u16, fill: impl FnOnce(&mut Vec<u8>)) {
     buf[start + 2..start + 4].copy_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
 }
 
-fn strz(s: &str) -> Vec<u8> {
+pub(super) fn strz(s: &str) -> Vec<u8> {
     let mut v = s.as_bytes().to_vec();
     v.push(0);
     v
 }
 
 /// One netlink message: header, nfgenmsg, attributes.
-fn message(kind: u16, flags: u16, seq: u32, family: u8, res_id: u16, attrs: &[u8]) -> Vec<u8> {
+pub(super) fn message(kind: u16, flags: u16, seq: u32, family: u8, res_id: u16, attrs: &[u8]) -> Vec<u8> {
     let len = 16 + 4 + attrs.len();
     let mut m = Vec::with_capacity(len);
     m.extend_from_slice(&(len as u32).to_ne_bytes());
@@ -286,6 +286,22 @@ impl Nft {
             }
         }
         Ok(reply.acks)
+    }
+
+    /// Sends one request (not a batch: ipset's subsystem takes plain requests) and returns the
+    /// kernel's errno for it (0: done).
+    pub(super) fn request(&mut self, build: impl FnOnce(u32) -> Vec<u8>) -> Result<i32> {
+        let seq = self.next_seq(0);
+        self.socket.send(&build(seq), 0).map_err(|e| Error::Netlink(format!("netfilter request: {e}")))?;
+        let mut reply = Reply::default();
+        loop {
+            let (data, _) =
+                self.socket.recv_from_full().map_err(|e| Error::Netlink(format!("netfilter answer: {e}")))?;
+            parse(&data, &mut reply)?;
+            if let Some(a) = reply.acks.iter().find(|a| a.seq == seq) {
+                return Ok(a.errno);
+            }
+        }
     }
 
     /// Makes `key` map to `value`: inserted, or replaced in one transaction if it mapped to

@@ -126,7 +126,7 @@ impl Plugin for VnetPlugin {
             k.finish();
         }
         if errors.is_empty() {
-            tracing::info!("DEL {} done", call.key());
+            tracing::info!("DEL {} done in {:?}", call.key(), crate::skel::elapsed());
         }
         Error::all(errors)
     }
@@ -362,11 +362,12 @@ fn attach(
         })?;
     }
     tracing::info!(
-        "ADD {}: {} ({} mode, {} steps)",
+        "ADD {}: {} ({} mode, {} steps) in {:?}",
         call.key(),
         ip.address,
         driver.mode().as_str(),
-        steps.len()
+        steps.len(),
+        crate::skel::elapsed()
     );
     Ok(result)
 }

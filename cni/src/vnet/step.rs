@@ -16,6 +16,11 @@ use crate::skel::error::{Error, Result};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "step", rename_all = "camelCase")]
 pub enum Step {
+    /// The pod's address held in the node agent's `azure-npm-new` set until the agent has
+    /// programmed the pod (see `hold.rs`); nothing when no agent runs.
+    Hold {
+        ip: Ipv4Addr,
+    },
     /// The veth pair: `host` on the node, its peer born in the pod's namespace as `ifname`.
     #[serde(rename_all = "camelCase")]
     Veth {
@@ -89,6 +94,7 @@ impl Step {
     /// A stable short name, for logs, errors and the test-only crash hook.
     pub fn name(&self) -> &'static str {
         match self {
+            Step::Hold { .. } => "hold",
             Step::Veth { .. } => "veth",
             Step::PodAddress { .. } => "pod-address",
             Step::PodUp { .. } => "pod-up",
@@ -109,7 +115,8 @@ impl Step {
     pub fn undoable(&self) -> bool {
         matches!(
             self,
-            Step::Veth { .. }
+            Step::Hold { .. }
+                | Step::Veth { .. }
                 | Step::BridgeNeighbour { .. }
                 | Step::Translation { .. }
                 | Step::PortMappings { .. }
@@ -128,6 +135,7 @@ impl Step {
 impl std::fmt::Display for Step {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Step::Hold { ip } => write!(f, "{ip} held for the policy agent"),
             Step::Veth { host, ifname, .. } => write!(f, "veth {host} <-> {ifname}"),
             Step::PodAddress { address, .. } => write!(f, "pod address {address}"),
             Step::PodUp { ifname } => write!(f, "pod {ifname} up"),

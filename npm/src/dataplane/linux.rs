@@ -8,7 +8,7 @@
 
 use policy_compiler::incremental::Delta;
 use policy_compiler::readback::KernelView;
-use policy_compiler::render::{self, Notes, ENTRY_CHAIN};
+use policy_compiler::render::{self, Notes, ENTRY_CHAIN, HOLD_SET};
 
 use super::exec::Exec;
 use super::Dataplane;
@@ -29,6 +29,8 @@ pub struct Linux {
     /// The hooks' jumps as last read from the kernel (`None`: not read yet). When known, a
     /// chain rewrite fixes them in the same transaction instead of saving the table again.
     known_jumps: Option<Vec<String>>,
+    /// The hold set (render::HOLD_SET) exists: made by this process or seen at the last read.
+    hold_ready: bool,
 }
 
 impl Linux {
@@ -52,6 +54,7 @@ impl Linux {
             pending_destroy: Vec::new(),
             step_delay,
             known_jumps: None,
+            hold_ready: false,
         })
     }
 
@@ -100,14 +103,24 @@ impl Linux {
         out
     }
 
+    /// Destroys sets one by one; a set the kernel refuses (still referenced) is kept for the
+    /// next round, one already gone is done. Which sets exist is read first, so the outcome
+    /// never depends on the wording of ipset's messages.
     fn destroy(&mut self, names: Vec<String>) {
+        if names.is_empty() {
+            self.pending_destroy = Vec::new();
+            return;
+        }
+        let present: Option<std::collections::BTreeSet<String>> =
+            self.exec.run("ipset", &["list", "-n"], "").ok().map(|l| l.lines().map(str::to_string).collect());
         let mut keep = Vec::new();
         for name in names {
+            if present.as_ref().is_some_and(|p| !p.contains(&name)) {
+                continue;
+            }
             if let Err(e) = self.exec.run("ipset", &["destroy", &name], "") {
-                match &e {
-                    Error::Failed { stderr, .. } if stderr.contains("does not exist") => {}
-                    _ => keep.push(name),
-                }
+                tracing::debug!("{name} stays for the next round: {e}");
+                keep.push(name);
             }
         }
         self.pending_destroy = keep;
@@ -119,6 +132,7 @@ impl Dataplane for Linux {
         let sets = self.exec.run("ipset", &["save"], "")?;
         let rules = self.exec.run("iptables-save", &["-t", "filter"], "")?;
         let view = KernelView::read(&sets, &rules).map_err(Error::Input)?;
+        self.hold_ready = sets.lines().any(|l| l.starts_with(&format!("create {HOLD_SET} ")));
         self.known_jumps = Some(view.jumps.clone());
         Ok(view)
     }
@@ -126,7 +140,15 @@ impl Dataplane for Linux {
     fn apply(&mut self, delta: &Delta) -> Result<()> {
         let mut notes = Notes::default();
         let phases = render::ipset_delta(delta, &mut notes);
-        self.ipset_restore(&phases.narrow)?;
+        // The entry chain refers to the hold set, so it exists before any chain rewrite.
+        let narrow = match delta.chains {
+            Some(_) if !self.hold_ready => {
+                format!("create {HOLD_SET} hash:ip family inet -exist\n{}", phases.narrow)
+            }
+            _ => phases.narrow.clone(),
+        };
+        self.ipset_restore(&narrow)?;
+        self.hold_ready |= delta.chains.is_some();
         self.pause();
         if let Some(chains) = &delta.chains {
             let script = render::iptables_chains(chains);
@@ -179,9 +201,16 @@ impl Dataplane for Linux {
         }
         self.exec.run("iptables-restore", &["-w", "10", "--noflush"], &(script + "COMMIT\n"))?;
         let sets = self.exec.run("ipset", &["list", "-n"], "")?;
-        let names: Vec<String> = sets.lines().filter(|n| n.starts_with("azn-")).map(str::to_string).collect();
+        let names: Vec<String> =
+            sets.lines().filter(|n| n.starts_with("azn-") || *n == HOLD_SET).map(str::to_string).collect();
         self.destroy(names);
         Ok(())
+    }
+
+    fn admit(&mut self, ips: &[std::net::IpAddr]) -> Result<()> {
+        let script: String =
+            ips.iter().filter(|ip| ip.is_ipv4()).map(|ip| format!("del {HOLD_SET} {ip} -exist\n")).collect();
+        self.ipset_restore(&script)
     }
 }
 
@@ -197,6 +226,8 @@ mod tests {
         calls: Rc<RefCell<Vec<(String, String)>>>,
         version: &'static str,
         in_use: &'static str,
+        /// What `ipset list -n` shows; empty: the listing fails.
+        listed: &'static str,
     }
 
     impl Exec for Fake {
@@ -206,6 +237,11 @@ mod tests {
             match (program, args) {
                 ("iptables", ["--version"]) => Ok(self.version.to_string()),
                 ("iptables-save", _) => Ok("*filter\n:FORWARD ACCEPT [0:0]\nCOMMIT\n".into()),
+                ("ipset", ["list", "-n"]) if self.listed.is_empty() => {
+                    Err(Error::Failed { program: "ipset".into(), stderr: "scripted".into() })
+                }
+                ("ipset", ["list", "-n"]) => Ok(self.listed.to_string()),
+                ("ipset", ["save"]) => Ok(format!("create {HOLD_SET} hash:ip family inet hashsize 1024\n")),
                 ("ipset", ["destroy", name]) if *name == self.in_use => Err(Error::Failed {
                     program: "ipset".into(),
                     stderr: "Set cannot be destroyed: it is in use".into(),
@@ -311,10 +347,23 @@ mod tests {
 
     #[test]
     fn a_set_still_in_use_is_kept_for_the_next_round() {
-        let fake = Fake { version: "iptables v1.8.9 (nf_tables)", in_use: "azn-busy", ..Fake::default() };
+        let fake = Fake {
+            version: "iptables v1.8.9 (nf_tables)",
+            in_use: "azn-busy",
+            listed: "azn-busy\nazn-free\n",
+            ..Fake::default()
+        };
         let mut dp = linux(&fake);
         let delta = Delta { destroyed: vec!["azn-busy".into(), "azn-free".into()], ..Delta::default() };
         dp.apply(&delta).unwrap();
         assert_eq!(dp.pending_destroy, ["azn-busy"]);
+
+        // Gone already (destroyed by hand): done, without asking the kernel to destroy it.
+        let fake = Fake { listed: "azn-other\n", ..fake };
+        let mut dp = linux(&fake);
+        fake.calls.borrow_mut().clear();
+        dp.apply(&Delta { destroyed: vec!["azn-busy".into()], ..Delta::default() }).unwrap();
+        assert!(dp.pending_destroy.is_empty());
+        assert!(!fake.calls.borrow().iter().any(|(l, _)| l.starts_with("ipset destroy")));
     }
 }

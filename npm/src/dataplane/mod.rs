@@ -15,6 +15,9 @@ pub trait Dataplane {
     /// Applies a delta in steps (narrowing set changes, chains, widening set changes, destroys)
     /// such that no state in between allows more than the old or the new one.
     fn apply(&mut self, delta: &Delta) -> Result<()>;
+    /// Lets traffic of these pods' addresses through (the CNI held them until the agent had
+    /// programmed the pods; see `render::HOLD_SET`). Addresses not held are fine.
+    fn admit(&mut self, ips: &[std::net::IpAddr]) -> Result<()>;
     /// Removes everything the agent owns.
     fn cleanup(&mut self) -> Result<()>;
 }

@@ -1,5 +1,5 @@
 //! A real etcd + kube-apiserver inside a test's network namespace (the binary built by
-//! `scripts/kube/build-apiserver.sh`), with an admin user for the test and a service-account
+//! `scripts/kube/build.sh`), with an admin user for the test and a service-account
 //! user for the agent, and kube-rs clients that run inside the namespace.
 
 use std::future::Future;
@@ -20,7 +20,7 @@ pub fn apiserver_binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/kube/kube-apiserver"));
     assert!(
         path.exists(),
-        "{} is missing: build it with scripts/kube/build-apiserver.sh (scripts/test.sh does)",
+        "{} is missing: build it with scripts/kube/build.sh (scripts/test.sh does)",
         path.display()
     );
     path

@@ -109,6 +109,7 @@ fn bridge_mode_plans_the_pod_the_bridge_port_and_its_mac_translation() {
     assert_eq!(
         names(&steps),
         [
+            "hold",
             "veth",
             "pod-address",
             "pod-up",
@@ -127,10 +128,11 @@ fn bridge_mode_plans_the_pod_the_bridge_port_and_its_mac_translation() {
         mac
     }));
     assert!(
-        matches!(&steps[0], Step::Veth { pod_mac, .. } if *pod_mac == mac),
+        matches!(&steps[1], Step::Veth { pod_mac, .. } if *pod_mac == mac),
         "the pod's MAC follows its address"
     );
-    assert!(matches!(&steps[1], Step::PodAddress { prefix_route: true, .. }), "the VNet is on-link");
+    assert_eq!(steps[0], Step::Hold { ip: "10.240.1.5".parse().unwrap() }, "held before it has a route");
+    assert!(matches!(&steps[2], Step::PodAddress { prefix_route: true, .. }), "the VNet is on-link");
     assert!(matches!(steps.last(), Some(Step::PortMappings { masquerade: true, .. })));
 }
 
@@ -140,10 +142,20 @@ fn transparent_mode_routes_everything_through_the_node() {
     let steps = Transparent.plan(&node(Mode::Transparent), &a);
     assert_eq!(
         names(&steps),
-        ["veth", "pod-address", "pod-up", "pod-route", "pod-neighbour", "pod-route", "host-up", "host-route"]
+        [
+            "hold",
+            "veth",
+            "pod-address",
+            "pod-up",
+            "pod-route",
+            "pod-neighbour",
+            "pod-route",
+            "host-up",
+            "host-route"
+        ]
     );
     assert!(
-        matches!(&steps[1], Step::PodAddress { prefix_route: false, .. }),
+        matches!(&steps[2], Step::PodAddress { prefix_route: false, .. }),
         "nothing on-link but the gateway"
     );
     assert!(steps.contains(&Step::PodRoute {
@@ -193,15 +205,18 @@ fn a_failure_at_any_step_leaves_nothing_behind_in_either_mode() {
                 k.facts
             );
             assert!(k.facts.iter().all(|f| !f.in_pod()), "{mode:?}: pod state without a veth");
-            // Undone newest first: the veth (which takes the rest) goes last.
-            let undone: Vec<&String> = k.log.iter().filter(|l| l.starts_with("undo")).collect();
-            if i > 0 {
-                assert_eq!(
-                    undone.last().map(|s| s.as_str()),
-                    Some("undo veth"),
+            // Undone newest first: the veth (which takes the rest), then the hold, go last.
+            let undone: Vec<&str> =
+                k.log.iter().filter(|l| l.starts_with("undo")).map(|s| s.as_str()).collect();
+            match i {
+                0 => assert!(undone.is_empty(), "{mode:?}: nothing to undo before the first step"),
+                1 => assert_eq!(undone, ["undo hold"], "{mode:?}"),
+                _ => assert_eq!(
+                    undone[undone.len() - 2..],
+                    ["undo veth", "undo hold"],
                     "{mode:?} at {}",
                     failing.name()
-                );
+                ),
             }
         }
     }
