@@ -185,9 +185,7 @@ fn main() -> Result<()> {
             }
             let (tx, rx) = std::sync::mpsc::channel();
             let _source = match source.strip_prefix("dir:") {
-                Some(path) => {
-                    DirSource { path: path.into() }.spawn(Duration::from_millis(interval_ms), tx)?
-                }
+                Some(path) => DirSource::new(path.into()).spawn(Duration::from_millis(interval_ms), tx)?,
                 None if source == "kube" => npm::source::kube::spawn(kubeconfig, tx)?,
                 None => anyhow::bail!("--source {source:?}: expected kube or dir:PATH"),
             };
