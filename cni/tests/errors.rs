@@ -88,9 +88,15 @@ fn configuration_and_source_faults() {
 fn malformed_source_answers_and_no_matching_nic() {
     let node = Node::new("answers", 3);
     let conf = node.config("1.0.0");
+    let valid = common::nmagent_xml(common::NODE_MAC, &common::secondaries(3));
+    let huge = format!("{valid}<!--{}-->", "x".repeat(5 << 20));
+    let entities = "<!DOCTYPE i [<!ENTITY a \"aaaaaaaaaa\"><!ENTITY b \"&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;\">]>";
+    let dtd = valid.replacen("<Interfaces", &format!("{entities}<Interfaces"), 1);
     let cases = [
         ("malformed XML", "<Interfaces><Interface", 104),
         ("XML of the wrong shape", "<Html/>", 104),
+        ("an answer over 4 MiB", &*huge, 104),
+        ("a DTD with entities (refused, never expanded)", &*dtd, 104),
         ("no NIC matches any MAC", &*common::nmagent_xml("02:00:00:00:00:99", &common::secondaries(3)), 105),
     ];
     for (what, body, code) in cases {
@@ -163,6 +169,22 @@ fn corrupt_or_truncated_state_is_kept_untouched_and_reported() {
     gc["cni.dev/valid-attachments"] = json!([]);
     assert!(node.ipam_call("GC", "", &gc).ok);
     node.ipam_call("ADD", "c1", &conf).address();
+}
+
+#[test]
+fn a_symlinked_state_file_is_read_but_never_written_through() {
+    let node = Node::new("symlink", 3);
+    let conf = node.config("1.1.0");
+    node.ipam_call("ADD", "c1", &conf).address();
+    let target = node.dir.path().join("elsewhere.json");
+    std::fs::rename(node.state_file(), &target).unwrap();
+    std::os::unix::fs::symlink(&target, node.state_file()).unwrap();
+    let before = std::fs::read(&target).unwrap();
+    node.ipam_call("ADD", "c2", &conf).address();
+    assert_eq!(std::fs::read(&target).unwrap(), before, "the link's target is untouched");
+    assert!(!node.state_file().symlink_metadata().unwrap().file_type().is_symlink(), "replaced by a file");
+    let holders: Vec<String> = node.allocations().into_iter().map(|(_, id)| id).collect();
+    assert_eq!(holders.len(), 2, "what the link held is kept: {holders:?}");
 }
 
 #[test]

@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use policy_compiler::incremental::{diff, Compiler, Delta, Event};
@@ -42,13 +42,16 @@ pub struct Agent<D: Dataplane> {
     full: bool,
     /// What the pending changes were, for the latency metric.
     trigger: &'static str,
-    /// A policy was added or changed in the pending batch.
-    policy_added: bool,
+    /// The pending events' timing metric, operation and arrival (Azure's controller timings).
+    timings: Vec<(&'static str, &'static str, Instant)>,
     /// The kernel must be read back before the next program (startup, after a failure).
     reread: bool,
     /// IPv4 members of `programmed` (what `ipset list` shows).
     entries: usize,
     pub ready: Arc<AtomicBool>,
+    /// What `/readyz` lists: the policies the node has no room for.
+    pub notes: Arc<Mutex<Vec<String>>>,
+    refused: Vec<policy_compiler::limits::Refused>,
     pub repairs: u64,
     /// This node's pods whose addresses the CNI may hold (render::HOLD_SET) and the agent has
     /// not yet let through: taken out right after the program that includes them. `admit_all`:
@@ -66,6 +69,35 @@ fn trigger_of(event: &Event) -> &'static str {
     }
 }
 
+/// Azure's timing metric and operation for an event (`known`: the object existed before).
+fn timing_of(event: &Event, known: bool) -> (&'static str, &'static str) {
+    let upsert = if known { "update" } else { "create" };
+    match event {
+        Event::UpsertPolicy(_) if !known => (m::ADD_POLICY_MS, "create"),
+        Event::UpsertPolicy(_) => (m::CONTROLLER_POLICY_MS, "update"),
+        Event::DeletePolicy { .. } => (m::CONTROLLER_POLICY_MS, "delete"),
+        Event::UpsertPod(_) => (m::CONTROLLER_POD_MS, upsert),
+        Event::DeletePod { .. } => (m::CONTROLLER_POD_MS, "delete"),
+        Event::UpsertNamespace(_) => (m::CONTROLLER_NAMESPACE_MS, upsert),
+        Event::DeleteNamespace(_) => (m::CONTROLLER_NAMESPACE_MS, "delete"),
+        // Azure has no node timing; nodes count in the apply latency only.
+        Event::UpsertNode(_) | Event::DeleteNode(_) => ("", ""),
+    }
+}
+
+/// Records the pending events' timings (milliseconds since each arrived).
+fn record_timings(timings: &mut Vec<(&'static str, &'static str, Instant)>, had_error: bool) {
+    let had_error = if had_error { "true" } else { "false" };
+    for (metric, operation, arrived) in timings.drain(..) {
+        let ms = arrived.elapsed().as_secs_f64() * 1000.0;
+        match metric {
+            "" => {}
+            m::ADD_POLICY_MS => metrics::histogram!(m::ADD_POLICY_MS, "had_error" => had_error).record(ms),
+            _ => metrics::histogram!(metric, "operation" => operation, "had_error" => had_error).record(ms),
+        }
+    }
+}
+
 impl<D: Dataplane> Agent<D> {
     pub fn new(dataplane: D, node: Option<String>) -> Agent<D> {
         Agent {
@@ -77,10 +109,12 @@ impl<D: Dataplane> Agent<D> {
             pending: Vec::new(),
             full: true,
             trigger: "snapshot",
-            policy_added: false,
+            timings: Vec::new(),
             reread: true,
             entries: 0,
             ready: Arc::new(AtomicBool::new(false)),
+            notes: Arc::default(),
+            refused: Vec::new(),
             repairs: 0,
             to_admit: BTreeSet::new(),
             admit_all: true,
@@ -128,6 +162,35 @@ impl<D: Dataplane> Agent<D> {
     }
 
     pub fn handle(&mut self, update: Update) {
+        self.take(update);
+        self.report_refusals();
+    }
+
+    /// Logs and publishes the policies the node has no room for, when that changes.
+    fn report_refusals(&mut self) {
+        let Some(compiler) = self.compiler.as_ref() else { return };
+        if compiler.refused() == self.refused.as_slice() {
+            return;
+        }
+        for r in compiler.refused().iter().filter(|r| !self.refused.contains(r)) {
+            tracing::error!(
+                "policy {} refused: {}; it is not enforced until room is made",
+                r.policy,
+                r.limit
+            );
+        }
+        for r in self.refused.iter().filter(|r| !compiler.refused().iter().any(|n| n.policy == r.policy)) {
+            tracing::info!("policy {} fits the node again", r.policy);
+        }
+        self.refused = compiler.refused().to_vec();
+        metrics::gauge!(m::REFUSED_POLICIES).set(self.refused.len() as f64);
+        if let Ok(mut notes) = self.notes.lock() {
+            *notes =
+                self.refused.iter().map(|r| format!("refused policy {}: {}", r.policy, r.limit)).collect();
+        }
+    }
+
+    fn take(&mut self, update: Update) {
         match update {
             Update::Snapshot(cluster) => {
                 self.admit_all = true;
@@ -148,7 +211,8 @@ impl<D: Dataplane> Agent<D> {
                     } else if self.trigger != t && self.trigger != "snapshot" {
                         self.trigger = "mixed";
                     }
-                    self.policy_added |= matches!(event, Event::UpsertPolicy(_));
+                    let (metric, operation) = timing_of(&event, compiler.knows(&event));
+                    self.timings.push((metric, operation, Instant::now()));
                     if let Event::UpsertPod(p) = &event {
                         if let (true, Some(ip)) = (self.node.is_none() || p.node == self.node, p.ip) {
                             self.to_admit.insert(ip);
@@ -207,6 +271,9 @@ impl<D: Dataplane> Agent<D> {
         let result = if wrote { self.dataplane.apply(&delta) } else { Ok(()) };
         if let Err(e) = result {
             self.count_error(&e);
+            metrics::counter!(m::APPLY_FAILURES, "trigger" => self.trigger, "kind" => e.metric_label())
+                .increment(1);
+            record_timings(&mut self.timings, true);
             self.reread = true;
             self.full = true;
             self.pending.clear();
@@ -227,9 +294,7 @@ impl<D: Dataplane> Agent<D> {
         self.pending.clear();
         self.full = false;
         metrics::histogram!(m::APPLY_SECONDS, "trigger" => self.trigger).record(took.as_secs_f64());
-        if std::mem::take(&mut self.policy_added) {
-            metrics::histogram!(m::ADD_POLICY_SECONDS).record(took.as_secs_f64());
-        }
+        record_timings(&mut self.timings, false);
         self.publish_counts(compiler.cluster().policies.len());
         if !self.ready.swap(true, Ordering::Relaxed) {
             tracing::info!(
@@ -248,9 +313,13 @@ impl<D: Dataplane> Agent<D> {
 
     fn publish_counts(&self, policies: usize) {
         let shape = &self.programmed;
+        if let Some(c) = &self.compiler {
+            metrics::gauge!(m::PODS_WATCHED).set(c.cluster().pods.len() as f64);
+        }
         metrics::gauge!(m::POLICIES).set(policies as f64);
         metrics::gauge!(m::IPTABLES_RULES).set((shape.rule_count() + entry_rules()) as f64);
-        metrics::gauge!(m::IPSETS).set(shape.sets.len() as f64);
+        // The hold set (render::HOLD_SET) is the agent's too.
+        metrics::gauge!(m::IPSETS).set((shape.sets.len() + 1) as f64);
         metrics::gauge!(m::IPSET_ENTRIES).set(self.entries as f64);
     }
 

@@ -16,6 +16,12 @@ use npm::source::dir::DirSource;
 use policy_compiler::reach::Engine;
 use policy_compiler::readback::KernelView;
 
+/// jemalloc, with its background thread purging freed pages (about 10 s after they are freed):
+/// glibc's allocator kept the agent at its high-water mark after a big policy set was removed
+/// again (seen: 440 MB resident after 10k policies came and went, with 7 MB before them).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "azure-npm",
@@ -167,6 +173,9 @@ fn main() -> Result<()> {
             metrics_addr,
             once,
         } => {
+            if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+                tracing::warn!("freed memory is returned only as the agent allocates: {e}");
+            }
             let dataplane = Linux::new(Box::new(Process::default()))?;
             tracing::info!("iptables backend: {}", dataplane.backend);
             match &node_name {
@@ -179,7 +188,8 @@ fn main() -> Result<()> {
                     .parse()
                     .map_err(|e| anyhow::anyhow!("--metrics-addr {metrics_addr}: {e}"))?;
                 let handle = npm::metrics::install().map_err(anyhow::Error::msg)?;
-                let bound = npm::metrics::serve(addr, handle, agent.ready.clone())
+                let health = npm::metrics::Health { ready: agent.ready.clone(), notes: agent.notes.clone() };
+                let bound = npm::metrics::serve(addr, handle, health)
                     .map_err(|e| anyhow::anyhow!("serving metrics on {addr}: {e}"))?;
                 tracing::info!("metrics on http://{bound}/metrics");
             }

@@ -188,7 +188,16 @@ fn the_agent_follows_a_live_api_server_and_survives_its_outage() {
     let rules = save.lines().filter(|l| l.starts_with("-A AZURE-NPM")).count();
     let view = ns.kernel();
     assert_eq!(metric(&text, "npm_num_iptables_rules"), Some(rules as f64), "{text}");
-    assert_eq!(metric(&text, "npm_num_ipsets"), Some(view.ir.sets.len() as f64));
+    assert_eq!(metric(&text, "npm_num_ipsets"), Some(view.ir.sets.len() as f64 + 1.0), "and the hold set");
+    // Azure's controller timings, per event: a pod deleted, policies created and updated.
+    for family in [
+        "npm_controller_pod_exec_time_count{operation=\"delete\",had_error=\"false\"}",
+        "npm_controller_policy_exec_time_count{operation=\"update\",had_error=\"false\"}",
+        "npm_add_policy_exec_time_count{had_error=\"false\"}",
+    ] {
+        assert!(metric(&text, family).is_some_and(|n| n >= 1.0), "{family} in {text}");
+    }
+    assert!(metric(&text, "npm_pods_watched").is_some_and(|n| n >= 1.0), "{text}");
     assert_eq!(metric(&text, "npm_num_ipset_entries"), Some(view.ir.member_count() as f64));
     assert_eq!(metric(&text, "npm_num_policies"), Some(1.0));
 }

@@ -147,7 +147,10 @@ fn drift_is_repaired_counted_and_metrics_match_the_kernel() {
     assert_eq!(metric(&metrics, "npm_num_iptables_rules"), Some(rules as f64), "{metrics}");
     assert_eq!(
         metric(&metrics, "npm_num_ipsets"),
-        Some(sets.lines().filter(|l| l.starts_with("azn-")).count() as f64)
+        Some(
+            sets.lines().filter(|l| l.starts_with("azn-") || *l == policy_compiler::render::HOLD_SET).count()
+                as f64
+        )
     );
     assert_eq!(metric(&metrics, "npm_num_ipset_entries"), Some(view.ir.member_count() as f64));
     assert_eq!(metric(&metrics, "npm_num_policies"), Some(cluster(&text).policies.len() as f64));

@@ -3,7 +3,12 @@
 
 use std::collections::HashMap;
 
-use crate::ir::{isolation_set_name, set_name, Action, IpSet, Ir, Member, Rule, SetDef, SetKind};
+use ipnet::IpNet;
+
+use crate::ir::{
+    isolation_set_name, set_name, stable_hash, Action, IpSet, Ir, Member, Rule, SetDef, SetKind,
+};
+use crate::limits::{NodeLimits, Refused};
 use crate::model::{Cluster, NetworkPolicy, Peer, Pod, PortRef, PortSpec, Protocol};
 use crate::selector::Selector;
 
@@ -159,6 +164,39 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// The sets a rule's peers stand for. Two or more ipBlocks without `except` become one
+    /// `hash:net` set (peers OR, so their union is exact): a rule with 100k CIDRs costs one set
+    /// and one kernel rule per port, not 100k of each (the kernel holds at most 65535 sets).
+    fn peer_sets(&mut self, peers: &[Peer], policy_ns: &str) -> Vec<String> {
+        let plain: Vec<IpNet> = peers
+            .iter()
+            .filter_map(|peer| match peer {
+                Peer::IpBlock { cidr, except } if except.is_empty() => Some(*cidr),
+                _ => None,
+            })
+            .collect();
+        let merge = plain.len() >= 2;
+        let mut out: Vec<String> = peers
+            .iter()
+            .filter(|peer| !(merge && matches!(peer, Peer::IpBlock { except, .. } if except.is_empty())))
+            .filter_map(|peer| self.peer_set(peer, policy_ns))
+            .collect();
+        if merge {
+            let mut cidrs: Vec<String> = plain.iter().map(|c| c.to_string()).collect();
+            cidrs.sort();
+            cidrs.dedup();
+            let key = format!(
+                "cidrs {} and {} more #{:012x}",
+                cidrs[0],
+                cidrs.len() - 1,
+                stable_hash(&cidrs.join(",")) & 0xffff_ffff_ffff
+            );
+            let members = plain.into_iter().map(|net| Member::Net { net, nomatch: false });
+            out.push(self.set(SetKind::HashNet, key, SetDef::Fixed, members));
+        }
+        out
+    }
+
     /// Every pod's (address, protocol, port) for a port name.
     fn named_port_set(&mut self, name: &str, protocol: Protocol) -> String {
         let def = SetDef::NamedPort { name: name.to_string(), protocol };
@@ -197,9 +235,7 @@ impl<'a> Builder<'a> {
                 // Peers OR, ports OR: one kernel rule per (peer, port) pair.
                 let peers: Vec<Option<String>> = match &rule.peers {
                     None => vec![None],
-                    Some(list) => {
-                        list.iter().filter_map(|peer| self.peer_set(peer, &p.namespace)).map(Some).collect()
-                    }
+                    Some(list) => self.peer_sets(list, &p.namespace).into_iter().map(Some).collect(),
                 };
                 let ports: Vec<PortMatch> = match &rule.ports {
                     None => vec![(None, None, None)],
@@ -238,6 +274,35 @@ pub fn compile(cluster: &Cluster) -> Ir {
 /// egress and ingress), while the sets they match the far end against stay cluster-wide.
 /// `None` compiles every pod's rules.
 pub fn compile_for(cluster: &Cluster, node: Option<&str>) -> Ir {
+    compile_within(cluster, node, &NodeLimits::DEFAULT).0
+}
+
+/// `compile_for`, keeping the node within `limits`: when the whole cluster does not fit, the
+/// longest run of policies (in name order, the order they compile in) that fits is compiled and
+/// the rest are refused, each with the limit it would break. The same cluster always refuses the
+/// same policies, whichever order its objects arrived in.
+pub fn compile_within(cluster: &Cluster, node: Option<&str>, limits: &NodeLimits) -> (Ir, Vec<Refused>) {
+    let all = build(cluster, node, usize::MAX);
+    let Err(broken) = limits.check(&all) else { return (all, Vec::new()) };
+    // Fitting is monotone in the number of policies compiled (sets, rules and members only grow).
+    let (mut fits, mut breaks) = (0, cluster.policies.len());
+    while breaks - fits > 1 {
+        let mid = (fits + breaks) / 2;
+        if limits.check(&build(cluster, node, mid)).is_ok() {
+            fits = mid;
+        } else {
+            breaks = mid;
+        }
+    }
+    let mut keys: Vec<String> = cluster.policies.iter().map(NetworkPolicy::key).collect();
+    keys.sort();
+    let refused =
+        keys.split_off(fits).into_iter().map(|policy| Refused { policy, limit: broken.clone() }).collect();
+    (build(cluster, node, fits), refused)
+}
+
+/// Compiles the first `take` policies in name order.
+fn build(cluster: &Cluster, node: Option<&str>, take: usize) -> Ir {
     let mut by_ns: HashMap<&str, Vec<&Pod>> = HashMap::new();
     let mut by_node: HashMap<&str, Vec<&Pod>> = HashMap::new();
     for p in &cluster.pods {
@@ -266,7 +331,7 @@ pub fn compile_for(cluster: &Cluster, node: Option<&str>) -> Ir {
     }
     let mut policies: Vec<&NetworkPolicy> = cluster.policies.iter().collect();
     policies.sort_by_key(|p| p.key());
-    for p in policies {
+    for p in policies.into_iter().take(take) {
         b.policy(p);
     }
     for ingress in [true, false] {
@@ -335,5 +400,23 @@ mod tests {
         for rule in a.ingress.iter().filter(|r| r.action == Action::MarkAllowed) {
             assert_eq!(rule.comment, "x/web ingress[0]");
         }
+    }
+
+    #[test]
+    fn a_rules_plain_ip_blocks_share_one_set_and_excepts_keep_their_own() {
+        let mut yaml = String::from(
+            "kind: Namespace\nmetadata: {name: x}\n---\n\
+             kind: NetworkPolicy\nmetadata: {name: blocks, namespace: x}\nspec:\n  podSelector: {}\n\
+             \x20 ingress:\n  - ports: [{port: 80}, {port: 443}]\n    from:\n\
+             \x20   - ipBlock: {cidr: 10.0.0.0/8, except: [10.1.0.0/16]}\n",
+        );
+        for i in 0..1000 {
+            yaml += &format!("    - ipBlock: {{cidr: 172.16.{}.{}/32}}\n", i / 256, i % 256);
+        }
+        let ir = compile(&Snapshot::from_yaml(&yaml).unwrap().cluster);
+        let nets: Vec<&IpSet> = ir.sets.values().filter(|s| s.kind == SetKind::HashNet).collect();
+        assert_eq!(nets.len(), 2, "one merged set, one with the except");
+        assert!(nets.iter().any(|s| s.members.len() == 1000));
+        assert_eq!(ir.rule_count(), 2 * 2 + 1, "2 sets x 2 ports, plus the isolation drop");
     }
 }

@@ -243,7 +243,15 @@ pub fn policy(p: &net::NetworkPolicy) -> Result<NetworkPolicy, Invalid> {
             t
         }
     };
-    Ok(NetworkPolicy { namespace, name, pod_selector, ingress_isolation, egress_isolation, ingress, egress })
+    let key = format!("{namespace}/{name}");
+    let policy =
+        NetworkPolicy { namespace, name, pod_selector, ingress_isolation, egress_isolation, ingress, egress };
+    crate::limits::check_policy(&policy).map_err(|reason| Invalid {
+        kind: "NetworkPolicy",
+        name: key,
+        reason,
+    })?;
+    Ok(policy)
 }
 
 /// Labels as a sorted map (handy for builders and tests).
@@ -320,7 +328,27 @@ mod tests {
             ("  podSelector: {matchExpressions: [{key: a, operator: Near, values: [x]}]}", "unknown"),
             ("  podSelector: {}\n  policyTypes: [Sideways]", "Sideways"),
         ];
-        for (spec, needle) in cases {
+        let blocks: String = (0..=crate::limits::MAX_IP_BLOCKS)
+            .map(|i| format!("{{ipBlock: {{cidr: 10.{}.{}.{}/32}}}},", i >> 16, (i >> 8) & 255, i & 255))
+            .collect();
+        let huge = format!("  podSelector: {{}}\n  ingress: [{{from: [{blocks}]}}]");
+        let selectors: String = (0..=crate::limits::MAX_SET_PEERS)
+            .map(|i| format!("{{podSelector: {{matchLabels: {{a: x{i}}}}}}},"))
+            .collect();
+        let wide = format!("  podSelector: {{}}\n  egress: [{{to: [{selectors}]}}]");
+        let ports: String = (1..=crate::limits::MAX_PORTS + 1).map(|p| format!("{{port: {p}}},")).collect();
+        let many_ports = format!("  podSelector: {{}}\n  ingress: [{{ports: [{ports}]}}]");
+        let product: String = (1..=101).map(|p| format!("{{port: {p}}},")).collect();
+        let peers: String =
+            (0..100).map(|i| format!("{{podSelector: {{matchLabels: {{a: x{i}}}}}}},")).collect();
+        let rules = format!("  podSelector: {{}}\n  ingress: [{{from: [{peers}], ports: [{product}]}}]");
+        let limited = [
+            (huge.as_str(), "200001 ipBlocks is over the limit of 200000"),
+            (wide.as_str(), "1001 selector or except peers"),
+            (many_ports.as_str(), "1001 ports"),
+            (rules.as_str(), "10100 kernel rules"),
+        ];
+        for (spec, needle) in cases.into_iter().chain(limited) {
             let err = parse(spec).unwrap_err();
             assert!(err.to_string().contains(needle), "{err} should mention {needle:?}");
             assert!(err.to_string().starts_with("NetworkPolicy n/p"), "{err}");

@@ -9,8 +9,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
-use crate::compile::compile_for;
+use crate::compile::compile_within;
 use crate::ir::{IpSet, Ir, Member, Rule, SetDef};
+use crate::limits::{NodeLimits, Refused};
 use crate::model::{Cluster, Namespace, NetworkPolicy, Node, Pod};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -109,6 +110,9 @@ pub struct Compiler {
     /// set of another kind. Rebuilt on each recompile.
     sets_of_ns: HashMap<String, Vec<String>>,
     sets_any_ns: Vec<String>,
+    limits: NodeLimits,
+    /// Policies left out because the node is full (see `compile_within`).
+    refused: Vec<Refused>,
 }
 
 impl Compiler {
@@ -117,11 +121,18 @@ impl Compiler {
     }
 
     pub fn for_node(cluster: Cluster, node: Option<String>) -> Compiler {
-        let ir = compile_for(&cluster, node.as_deref());
+        Compiler::within(cluster, node, NodeLimits::DEFAULT)
+    }
+
+    /// A compiler that keeps the node within `limits`.
+    pub fn within(cluster: Cluster, node: Option<String>, limits: NodeLimits) -> Compiler {
+        let (ir, refused) = compile_within(&cluster, node.as_deref(), &limits);
         let mut c = Compiler {
             cluster,
             node,
             ir,
+            limits,
+            refused,
             index: HashMap::new(),
             holders: HashMap::new(),
             sets_of_ns: HashMap::new(),
@@ -138,6 +149,30 @@ impl Compiler {
 
     pub fn cluster(&self) -> &Cluster {
         &self.cluster
+    }
+
+    /// Policies the node has no room for (empty when everything fits).
+    pub fn refused(&self) -> &[Refused] {
+        &self.refused
+    }
+
+    /// Whether the object an event names is already known (an upsert of it is an update).
+    pub fn knows(&self, event: &Event) -> bool {
+        let c = &self.cluster;
+        match event {
+            Event::UpsertPod(p) => self.index.contains_key(&p.key()),
+            Event::DeletePod { namespace, name } => self.index.contains_key(&format!("{namespace}/{name}")),
+            Event::UpsertNamespace(ns) => c.namespaces.contains_key(&ns.name),
+            Event::DeleteNamespace(name) => c.namespaces.contains_key(name),
+            Event::UpsertPolicy(p) => {
+                c.policies.iter().any(|q| q.namespace == p.namespace && q.name == p.name)
+            }
+            Event::DeletePolicy { namespace, name } => {
+                c.policies.iter().any(|q| &q.namespace == namespace && &q.name == name)
+            }
+            Event::UpsertNode(n) => c.nodes.iter().any(|m| m.name == n.name),
+            Event::DeleteNode(name) => c.nodes.iter().any(|m| &m.name == name),
+        }
     }
 
     fn reindex(&mut self) {
@@ -192,7 +227,8 @@ impl Compiler {
             }
             other => {
                 self.mutate(other);
-                let new = compile_for(&self.cluster, self.node.as_deref());
+                let (new, refused) = compile_within(&self.cluster, self.node.as_deref(), &self.limits);
+                self.refused = refused;
                 let delta = diff(&self.ir, &new);
                 self.ir = new;
                 self.index_sets();

@@ -16,6 +16,7 @@ pub mod convert;
 pub mod hns;
 pub mod incremental;
 pub mod ir;
+pub mod limits;
 pub mod model;
 pub mod reach;
 pub mod readback;

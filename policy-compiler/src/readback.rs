@@ -317,6 +317,10 @@ mod tests {
     fn as_saved(ir: &Ir) -> (String, String) {
         let ipset = ipset_restore(ir, &mut Notes::default())
             .replace(" family inet -exist", " family inet hashsize 1024 maxelem 65536")
+            .replace(
+                " family inet maxelem 1048576 -exist",
+                " family inet hashsize 1024 maxelem 1048576 bucketsize 12",
+            )
             .replace(" -exist", "")
             .replace("/32", "");
         let rules = iptables_restore(ir).replace(

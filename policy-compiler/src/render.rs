@@ -49,13 +49,23 @@ fn member_text(m: &Member) -> Option<String> {
     })
 }
 
+/// The most members one set may hold. The kernel's default (65536) is too small for a merged
+/// ipBlock list or a namespace of a 100k-pod cluster; the kernel sizes a set by its members,
+/// not by this bound, so a higher one costs nothing until used. A set made by an older version
+/// with the default keeps it (`-exist` only creates what is missing).
+pub const MAX_SET_MEMBERS: usize = 1 << 20;
+
+fn create_line(set: &IpSet) -> String {
+    format!("create {} {} family inet maxelem {MAX_SET_MEMBERS} -exist", set.name, kind_text(set.kind))
+}
+
 /// `ipset restore` input that creates every set (if missing) and fills it; members grouped by
 /// set (switching sets costs the kernel about a millisecond each time).
 pub fn ipset_restore(ir: &Ir, notes: &mut Notes) -> String {
     // The entry chain refers to the hold set (its members are the CNI's; never filled here).
     let mut out = format!("create {HOLD_SET} hash:ip family inet -exist\n");
     for set in ir.sets.values() {
-        let _ = writeln!(out, "create {} {} family inet -exist", set.name, kind_text(set.kind));
+        let _ = writeln!(out, "{}", create_line(set));
     }
     for set in ir.sets.values() {
         add_members(&mut out, set, notes);
@@ -164,7 +174,7 @@ pub struct IpsetPhases {
 pub fn ipset_delta(delta: &crate::incremental::Delta, notes: &mut Notes) -> IpsetPhases {
     let mut narrow = String::new();
     for set in &delta.created {
-        let _ = writeln!(narrow, "create {} {} family inet -exist", set.name, kind_text(set.kind));
+        let _ = writeln!(narrow, "{}", create_line(set));
     }
     let created: std::collections::BTreeSet<&str> = delta.created.iter().map(|s| s.name.as_str()).collect();
     let widens = |name: &str, m: &Member| add_widens(name, m) && !created.contains(name);
@@ -251,7 +261,7 @@ mod tests {
         let q = ipset_delta(&fresh, &mut Notes::default());
         assert_eq!(
             (q.narrow.as_str(), q.widen.as_str()),
-            ("create azn-i9 hash:ip family inet -exist\nadd azn-i9 10.0.0.9 -exist\n", "")
+            ("create azn-i9 hash:ip family inet maxelem 1048576 -exist\nadd azn-i9 10.0.0.9 -exist\n", "")
         );
         // The exception 10.2.0.0/16 turns into an allowance: deleted, then added without nomatch.
         assert_eq!(

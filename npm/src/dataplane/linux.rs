@@ -113,6 +113,17 @@ impl Linux {
         }
         let present: Option<std::collections::BTreeSet<String>> =
             self.exec.run("ipset", &["list", "-n"], "").ok().map(|l| l.lines().map(str::to_string).collect());
+        let names: Vec<String> =
+            names.into_iter().filter(|n| present.as_ref().is_none_or(|p| p.contains(n))).collect();
+        // One batch first (thousands of sets cost one process, not thousands); `ipset restore`
+        // stops at the first set it cannot destroy, so then set by set, to keep only those.
+        let batch: String = names.iter().map(|n| format!("destroy {n}\n")).collect();
+        if present.is_some() && self.ipset_restore(&batch).is_ok() {
+            self.pending_destroy = Vec::new();
+            return;
+        }
+        let present: Option<std::collections::BTreeSet<String>> =
+            self.exec.run("ipset", &["list", "-n"], "").ok().map(|l| l.lines().map(str::to_string).collect());
         let mut keep = Vec::new();
         for name in names {
             if present.as_ref().is_some_and(|p| !p.contains(&name)) {
@@ -242,6 +253,11 @@ mod tests {
                 }
                 ("ipset", ["list", "-n"]) => Ok(self.listed.to_string()),
                 ("ipset", ["save"]) => Ok(format!("create {HOLD_SET} hash:ip family inet hashsize 1024\n")),
+                ("ipset", ["-exist", "restore"])
+                    if !self.in_use.is_empty() && stdin.contains(&format!("destroy {}\n", self.in_use)) =>
+                {
+                    Err(Error::Failed { program: "ipset".into(), stderr: "scripted: in use".into() })
+                }
                 ("ipset", ["destroy", name]) if *name == self.in_use => Err(Error::Failed {
                     program: "ipset".into(),
                     stderr: "Set cannot be destroyed: it is in use".into(),
@@ -365,5 +381,16 @@ mod tests {
         dp.apply(&Delta { destroyed: vec!["azn-busy".into()], ..Delta::default() }).unwrap();
         assert!(dp.pending_destroy.is_empty());
         assert!(!fake.calls.borrow().iter().any(|(l, _)| l.starts_with("ipset destroy")));
+        assert!(!fake.calls.borrow().iter().any(|(_, stdin)| stdin.contains("destroy")));
+
+        // Many sets, none in use: one batch.
+        let fake = Fake { in_use: "", listed: "azn-a\nazn-b\nazn-c\n", ..fake };
+        let mut dp = linux(&fake);
+        fake.calls.borrow_mut().clear();
+        let names = ["azn-a", "azn-b", "azn-c"].map(String::from).to_vec();
+        dp.apply(&Delta { destroyed: names, ..Delta::default() }).unwrap();
+        let calls = fake.calls.borrow();
+        assert_eq!(calls.last().unwrap().1, "destroy azn-a\ndestroy azn-b\ndestroy azn-c\n");
+        assert!(!calls.iter().any(|(l, _)| l.starts_with("ipset destroy")));
     }
 }
