@@ -181,21 +181,27 @@ fn is_cluster_metric(name: &str) -> bool {
     name.starts_with("npm_num_") || name == PODS_WATCHED || name == REFUSED_POLICIES
 }
 
-/// The families of a Prometheus text exposition whose name passes `keep` (with their HELP and
-/// TYPE lines; a histogram's `_bucket`, `_sum` and `_count` samples go with it).
+/// The families of a Prometheus text exposition whose name passes `keep`. A family's samples
+/// follow its HELP and TYPE lines (a histogram's `_bucket`, `_sum` and `_count` among them), so
+/// a sample belongs to the family last named when its name starts with it.
 fn only(text: &str, keep: impl Fn(&str) -> bool) -> String {
     let mut out = String::new();
+    let mut named = "";
     for line in text.lines() {
-        let name = match line.strip_prefix("# ") {
-            Some(comment) => comment.split_whitespace().nth(1).unwrap_or(""),
-            None => line.split(['{', ' ']).next().unwrap_or(""),
+        let family = match line.strip_prefix("# ") {
+            Some(comment) => {
+                named = comment.split_whitespace().nth(1).unwrap_or("");
+                named
+            }
+            None => {
+                let name = line.split(['{', ' ']).next().unwrap_or("");
+                if !named.is_empty() && name.starts_with(named) {
+                    named
+                } else {
+                    name
+                }
+            }
         };
-        let family = ["_bucket", "_sum", "_count"]
-            .iter()
-            .find_map(|s| {
-                name.strip_suffix(s).filter(|base| text.contains(&format!("# TYPE {base} histogram")))
-            })
-            .unwrap_or(name);
         if !line.is_empty() && keep(family) {
             out.push_str(line);
             out.push('\n');

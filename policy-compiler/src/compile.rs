@@ -171,14 +171,14 @@ impl<'a> Builder<'a> {
         let plain: Vec<IpNet> = peers
             .iter()
             .filter_map(|peer| match peer {
-                Peer::IpBlock { cidr, except } if except.is_empty() => Some(*cidr),
+                Peer::IpBlock { cidr, .. } if peer.is_plain_block() => Some(*cidr),
                 _ => None,
             })
             .collect();
         let merge = plain.len() >= 2;
         let mut out: Vec<String> = peers
             .iter()
-            .filter(|peer| !(merge && matches!(peer, Peer::IpBlock { except, .. } if except.is_empty())))
+            .filter(|peer| !(merge && peer.is_plain_block()))
             .filter_map(|peer| self.peer_set(peer, policy_ns))
             .collect();
         if merge {
@@ -286,10 +286,12 @@ pub fn compile_within(cluster: &Cluster, node: Option<&str>, limits: &NodeLimits
     let Err(broken) = limits.check(&all) else { return (all, Vec::new()) };
     // Fitting is monotone in the number of policies compiled (sets, rules and members only grow).
     let (mut fits, mut breaks) = (0, cluster.policies.len());
+    let mut best = None;
     while breaks - fits > 1 {
         let mid = (fits + breaks) / 2;
-        if limits.check(&build(cluster, node, mid)).is_ok() {
-            fits = mid;
+        let ir = build(cluster, node, mid);
+        if limits.check(&ir).is_ok() {
+            (fits, best) = (mid, Some(ir));
         } else {
             breaks = mid;
         }
@@ -298,7 +300,7 @@ pub fn compile_within(cluster: &Cluster, node: Option<&str>, limits: &NodeLimits
     keys.sort();
     let refused =
         keys.split_off(fits).into_iter().map(|policy| Refused { policy, limit: broken.clone() }).collect();
-    (build(cluster, node, fits), refused)
+    (best.unwrap_or_else(|| build(cluster, node, 0)), refused)
 }
 
 /// Compiles the first `take` policies in name order.

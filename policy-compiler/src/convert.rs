@@ -243,12 +243,11 @@ pub fn policy(p: &net::NetworkPolicy) -> Result<NetworkPolicy, Invalid> {
             t
         }
     };
-    let key = format!("{namespace}/{name}");
     let policy =
         NetworkPolicy { namespace, name, pod_selector, ingress_isolation, egress_isolation, ingress, egress };
     crate::limits::check_policy(&policy).map_err(|reason| Invalid {
         kind: "NetworkPolicy",
-        name: key,
+        name: policy.key(),
         reason,
     })?;
     Ok(policy)

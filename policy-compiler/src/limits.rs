@@ -20,8 +20,7 @@ pub fn check_policy(p: &NetworkPolicy) -> Result<(), String> {
     let (mut blocks, mut set_peers, mut ports, mut rules) = (0, 0, 0, 0);
     for rule in p.ingress.iter().chain(&p.egress) {
         let peers = rule.peers.as_deref().unwrap_or_default();
-        let plain =
-            peers.iter().filter(|x| matches!(x, Peer::IpBlock { except, .. } if except.is_empty())).count();
+        let plain = peers.iter().filter(|x| x.is_plain_block()).count();
         blocks += peers.iter().filter(|x| matches!(x, Peer::IpBlock { .. })).count();
         set_peers += peers.len() - plain;
         let n_ports = rule.ports.as_ref().map_or(0, Vec::len);

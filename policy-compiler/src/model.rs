@@ -106,6 +106,13 @@ pub enum Peer {
     IpBlock { cidr: IpNet, except: Vec<IpNet> },
 }
 
+impl Peer {
+    /// An ipBlock without `except`: a rule's such peers share one set (see `compile`).
+    pub fn is_plain_block(&self) -> bool {
+        matches!(self, Peer::IpBlock { except, .. } if except.is_empty())
+    }
+}
+
 /// One ingress or egress rule. `None` peers or ports mean "all" (the field was absent or empty).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {

@@ -1,9 +1,9 @@
 //! The Linux dataplane: each delta is at most one `ipset -exist restore` that only narrows
 //! (new sets, isolation, removals from allow sets) before a single atomic `iptables-restore
 //! --noflush` of the agent's chains and one that widens after it (see `render::ipset_delta`:
-//! no state in between allows more than the old or the new one); sets are destroyed last,
-//! one by one, and a set the kernel still holds is left for the next round rather than failing
-//! the batch. The entry chain is jumped to from FORWARD (bridged pod traffic passes it when
+//! no state in between allows more than the old or the new one); sets are destroyed last, in
+//! one batch, and a set the kernel still holds is left for the next round rather than failing
+//! the apply. The entry chain is jumped to from FORWARD (bridged pod traffic passes it when
 //! br_netfilter is on) and OUTPUT (traffic from the node itself).
 
 use policy_compiler::incremental::Delta;
@@ -103,27 +103,31 @@ impl Linux {
         out
     }
 
-    /// Destroys sets one by one; a set the kernel refuses (still referenced) is kept for the
-    /// next round, one already gone is done. Which sets exist is read first, so the outcome
-    /// never depends on the wording of ipset's messages.
+    /// The sets the kernel holds (`None`: the listing failed).
+    fn listed(&self) -> Option<std::collections::BTreeSet<String>> {
+        self.exec.run("ipset", &["list", "-n"], "").ok().map(|l| l.lines().map(str::to_string).collect())
+    }
+
+    /// Destroys sets: one batch (thousands of sets cost one process, not thousands), and when
+    /// the kernel refuses one of them (still referenced; `ipset restore` stops there) the rest
+    /// set by set, keeping the refused ones for the next round. One already gone is done. Which
+    /// sets exist is read first, so the outcome never depends on the wording of ipset's messages.
     fn destroy(&mut self, names: Vec<String>) {
         if names.is_empty() {
             self.pending_destroy = Vec::new();
             return;
         }
-        let present: Option<std::collections::BTreeSet<String>> =
-            self.exec.run("ipset", &["list", "-n"], "").ok().map(|l| l.lines().map(str::to_string).collect());
+        let mut present = self.listed();
         let names: Vec<String> =
             names.into_iter().filter(|n| present.as_ref().is_none_or(|p| p.contains(n))).collect();
-        // One batch first (thousands of sets cost one process, not thousands); `ipset restore`
-        // stops at the first set it cannot destroy, so then set by set, to keep only those.
-        let batch: String = names.iter().map(|n| format!("destroy {n}\n")).collect();
-        if present.is_some() && self.ipset_restore(&batch).is_ok() {
-            self.pending_destroy = Vec::new();
-            return;
+        if present.is_some() {
+            let batch: String = names.iter().map(|n| format!("destroy {n}\n")).collect();
+            if self.ipset_restore(&batch).is_ok() {
+                self.pending_destroy = Vec::new();
+                return;
+            }
+            present = self.listed(); // the batch destroyed the sets before the refused one
         }
-        let present: Option<std::collections::BTreeSet<String>> =
-            self.exec.run("ipset", &["list", "-n"], "").ok().map(|l| l.lines().map(str::to_string).collect());
         let mut keep = Vec::new();
         for name in names {
             if present.as_ref().is_some_and(|p| !p.contains(&name)) {
