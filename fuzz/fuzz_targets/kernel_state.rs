@@ -4,7 +4,7 @@
 use libfuzzer_sys::fuzz_target;
 use policy_compiler::compiled::evaluate;
 use policy_compiler::model::Protocol;
-use policy_compiler::readback::KernelView;
+use dataplane::iptables::readback::KernelView;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };

@@ -16,9 +16,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use npm::cli::{Output, ProtocolArg};
+use npm::dataplane::iptables::readback::{kernel_shape, KernelView};
 use policy_compiler::compile::compile_for;
 use policy_compiler::model::{Cluster, Protocol};
-use policy_compiler::readback::{kernel_shape, KernelView};
 use serde::Serialize;
 
 use crate::state::State;
@@ -68,6 +68,9 @@ enum Command {
         /// anti-spoofing); `switch` is a plain learning switch, for comparisons only
         #[arg(long, value_enum, default_value = "azure")]
         vnet: VnetArg,
+        /// What azure-npm programs on every node (with --kube: the DaemonSet's `auto`)
+        #[arg(long, value_enum, default_value = "nftables", conflicts_with = "kube")]
+        dataplane: DataplaneArg,
     },
     /// Try a real connection between every pair and print the matrix
     Probe {
@@ -147,6 +150,21 @@ enum Command {
 enum ModeArg {
     Bridge,
     Transparent,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DataplaneArg {
+    Nftables,
+    Iptables,
+}
+
+impl DataplaneArg {
+    fn name(self) -> &'static str {
+        match self {
+            DataplaneArg::Nftables => "nftables",
+            DataplaneArg::Iptables => "iptables",
+        }
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -230,20 +248,26 @@ fn current(state: &State) -> Result<Cluster, String> {
 /// Waits until every node's kernel holds that node's compiled view of `cluster`.
 fn wait_programmed(state: &State, cluster: &Cluster) -> Result<(), String> {
     for n in &state.nodes {
-        let expected = kernel_shape(&compile_for(cluster, Some(&n.name)));
-        net::wait(
-            &format!("azure-npm on {} to program the change", n.name),
-            Duration::from_secs(30),
-            || {
-                let (Ok(sets), Ok(rules)) = (
-                    net::exec(&n.netns, &["ipset", "save"]),
-                    net::exec(&n.netns, &["iptables-save", "-t", "filter"]),
-                ) else {
-                    return false;
-                };
-                KernelView::read(&sets, &rules).is_ok_and(|v| v.ir == expected)
-            },
-        )?;
+        let ir = compile_for(cluster, Some(&n.name));
+        let what = format!("azure-npm on {} to program the change", n.name);
+        if state.dataplane == "nftables" {
+            let expected = npm::dataplane::nftables::render::render(&ir).map_err(|e| e.to_string())?;
+            net::wait(&what, Duration::from_secs(30), || {
+                let got = net::inside(&n.netns, || npm::dataplane::nftables::Nftables::new()?.read());
+                got.is_ok_and(|v| v.is_ok_and(|v| v.fixed_ok && v.ruleset == expected))
+            })?;
+            continue;
+        }
+        let expected = kernel_shape(&ir);
+        net::wait(&what, Duration::from_secs(30), || {
+            let (Ok(sets), Ok(rules)) = (
+                net::exec(&n.netns, &["ipset", "save"]),
+                net::exec(&n.netns, &["iptables-save", "-t", "filter"]),
+            ) else {
+                return false;
+            };
+            KernelView::read(&sets, &rules).is_ok_and(|v| v.ir == expected)
+        })?;
     }
     Ok(())
 }
@@ -251,7 +275,7 @@ fn wait_programmed(state: &State, cluster: &Cluster) -> Result<(), String> {
 fn run(cli: Cli) -> Result<bool, String> {
     match cli.command {
         Command::Up { kube: true, nodes, mode, vnet, .. } => {
-            let opts = up::Options { mode: mode.into(), vnet: vnet.into() };
+            let opts = up::Options { mode: mode.into(), vnet: vnet.into(), dataplane: "auto" };
             let state = match kube::up(&cli.name, nodes, opts) {
                 Ok(s) => s,
                 Err(e) => {
@@ -268,14 +292,14 @@ fn run(cli: Cli) -> Result<bool, String> {
                 state.dir.display()
             );
         }
-        Command::Up { objects, externals, serve, mode, vnet, .. } => {
+        Command::Up { objects, externals, serve, mode, vnet, dataplane, .. } => {
             let text = read_all(&objects)?;
             let plan = spec::plan(spec::load(&text)?, &externals)?;
             let ports = parse_serve(&serve)?;
             if State::dir_of(&cli.name).join("lab.json").exists() {
                 return Err(format!("lab {:?} is already up (azure-lab --name {0} down)", cli.name));
             }
-            let opts = up::Options { mode: mode.into(), vnet: vnet.into() };
+            let opts = up::Options { mode: mode.into(), vnet: vnet.into(), dataplane: dataplane.name() };
             let state = match up::up(&cli.name, &plan, &text, &ports, opts) {
                 Ok(s) => s,
                 Err(e) => {
@@ -285,10 +309,11 @@ fn run(cli: Cli) -> Result<bool, String> {
             };
             wait_programmed(&state, &current(&state)?)?;
             println!(
-                "lab {} is up: {} nodes ({} mode), {} pods, VNet {} ({}, gateway {}); files in {}",
+                "lab {} is up: {} nodes ({} mode, azure-npm on {}), {} pods, VNet {} ({}, gateway {}); files in {}",
                 cli.name,
                 state.nodes.len(),
                 state.mode.as_str(),
+                state.dataplane,
                 state.pods.len(),
                 plan.subnet,
                 if state.vnet == vnet_fabric::Kind::Azure { "Azure's rules" } else { "a plain switch" },

@@ -46,6 +46,9 @@ pub struct State {
     /// azure-vnet's mode on every node.
     #[serde(default)]
     pub mode: Mode,
+    /// What azure-npm programs on every node: `nftables` or `iptables`.
+    #[serde(default = "iptables")]
+    pub dataplane: String,
     /// The VNet: Azure's rules or a plain switch; its namespace, address space and gateway.
     #[serde(default, serialize_with = "kind_out", deserialize_with = "kind_in")]
     pub vnet: Kind,
@@ -58,6 +61,10 @@ pub struct State {
     /// A real Kubernetes cluster (`up --kube`): control plane, kubelets, containerd.
     #[serde(default)]
     pub kube: Option<crate::kube::KubeState>,
+}
+
+fn iptables() -> String {
+    "iptables".into()
 }
 
 fn kind_out<S: Serializer>(k: &Kind, s: S) -> Result<S::Ok, S::Error> {

@@ -201,11 +201,13 @@ pub fn serve(ns: &str, log: &Path, tcp: &[u16], udp: &[u16], address: &str) -> R
     wait_log(log, "ready", &format!("the servers in {ns}"))
 }
 
-/// How the lab is built: the CNI mode of every node and the kind of VNet.
+/// How the lab is built: the CNI mode of every node, the kind of VNet, and what azure-npm
+/// programs (`nftables` or `iptables`).
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
     pub mode: crate::state::Mode,
     pub vnet: vnet_fabric::Kind,
+    pub dataplane: &'static str,
 }
 
 /// The lab's directory and first state file.
@@ -220,6 +222,7 @@ pub fn begin(name: &str, plan: &Plan, opts: Options) -> Result<State, String> {
         dir,
         mode: opts.mode,
         vnet: opts.vnet,
+        dataplane: opts.dataplane.into(),
         subnet: Some(plan.subnet),
         gateway: Some(plan.gateway),
         ..State::default()
@@ -289,6 +292,8 @@ pub fn up(
                 "5",
                 "--metrics-addr",
                 &metrics,
+                "--dataplane",
+                &state.dataplane,
             ],
         )?;
     }

@@ -19,12 +19,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use policy_compiler::incremental::{diff, Compiler, Delta, Event};
-use policy_compiler::ir::{Ir, Member};
-use policy_compiler::readback::{kernel_shape, KernelView};
+use policy_compiler::ir::Ir;
 
-use crate::dataplane::linux::HOOKS;
-use crate::dataplane::Dataplane;
-use crate::error::Result;
+use crate::dataplane::{Dataplane, Drift};
+use crate::error::{Error, Result};
 use crate::metrics as m;
 use crate::source::Update;
 
@@ -35,8 +33,6 @@ pub struct Agent<D: Dataplane> {
     compiler: Option<Compiler>,
     /// What the kernel holds, as far as the agent knows.
     programmed: Ir,
-    /// The kernel's hooks and entry chain were found intact at the last read.
-    wired: bool,
     /// Deltas from events not yet programmed, and whether a full diff is needed instead.
     pending: Vec<Delta>,
     full: bool,
@@ -44,15 +40,21 @@ pub struct Agent<D: Dataplane> {
     trigger: &'static str,
     /// The pending events' timing metric, operation and arrival (Azure's controller timings).
     timings: Vec<(&'static str, &'static str, Instant)>,
-    /// The kernel must be read back before the next program (startup, after a failure).
+    /// The kernel must be read back before the next program (startup, after a failure or
+    /// drift).
     reread: bool,
-    /// IPv4 members of `programmed` (what `ipset list` shows).
-    entries: usize,
     pub ready: Arc<AtomicBool>,
     /// What `/readyz` lists: the policies the node has no room for.
     pub notes: Arc<Mutex<Vec<String>>>,
     refused: Vec<policy_compiler::limits::Refused>,
     pub repairs: u64,
+    /// The other backend, when it left state behind (a switch of `--dataplane`): cleaned up
+    /// once this one has programmed, so the node is never left without enforcement.
+    pub leftovers: Option<Box<dyn Dataplane>>,
+    /// Asked at each verification: a line when the evidence behind the backend's choice has
+    /// changed since the start (logged and reported, never followed).
+    pub recheck: Option<Box<dyn FnMut() -> Option<String>>>,
+    changed_evidence: Option<String>,
     /// This node's pods whose addresses the CNI may hold (render::HOLD_SET) and the agent has
     /// not yet let through: taken out right after the program that includes them. `admit_all`:
     /// every local pod (after a snapshot, and at each verification, for holds no event told of).
@@ -105,17 +107,18 @@ impl<D: Dataplane> Agent<D> {
             node,
             compiler: None,
             programmed: Ir::default(),
-            wired: false,
             pending: Vec::new(),
             full: true,
             trigger: "snapshot",
             timings: Vec::new(),
             reread: true,
-            entries: 0,
             ready: Arc::new(AtomicBool::new(false)),
             notes: Arc::default(),
             refused: Vec::new(),
             repairs: 0,
+            leftovers: None,
+            recheck: None,
+            changed_evidence: None,
             to_admit: BTreeSet::new(),
             admit_all: true,
         }
@@ -130,19 +133,22 @@ impl<D: Dataplane> Agent<D> {
     /// not seen yet stays.
     fn admit(&mut self) {
         let Some(compiler) = self.compiler.as_ref() else { return };
-        let local: BTreeSet<IpAddr> =
-            compiler.cluster().pods.iter().filter(|p| self.local(p)).filter_map(|p| p.ip).collect();
         let ips: Vec<IpAddr> = if self.admit_all {
+            let local: BTreeSet<IpAddr> =
+                compiler.cluster().pods.iter().filter(|p| self.local(p)).filter_map(|p| p.ip).collect();
             local.into_iter().collect()
         } else {
-            self.to_admit.iter().filter(|ip| local.contains(ip)).copied().collect()
+            // Only addresses one of this node's pods holds now (a pod deleted meanwhile may
+            // have left its address to a pod the agent has not seen yet: that hold stays).
+            let held_by_local = |ip: &&IpAddr| compiler.pods_with_ip(**ip).any(|p| self.local(p));
+            self.to_admit.iter().filter(held_by_local).copied().collect()
         };
         if ips.is_empty() {
             self.to_admit.clear();
             self.admit_all = false;
             return;
         }
-        match self.dataplane.admit(&ips) {
+        match self.dataplane.admit(&ips).map_err(Error::from) {
             Ok(()) => {
                 tracing::debug!("admitted {} new pods' addresses", ips.len());
                 self.to_admit.clear();
@@ -184,9 +190,14 @@ impl<D: Dataplane> Agent<D> {
         }
         self.refused = compiler.refused().to_vec();
         metrics::gauge!(m::REFUSED_POLICIES).set(self.refused.len() as f64);
+        self.publish_notes();
+    }
+
+    fn publish_notes(&self) {
         if let Ok(mut notes) = self.notes.lock() {
             *notes =
                 self.refused.iter().map(|r| format!("refused policy {}: {}", r.policy, r.limit)).collect();
+            notes.extend(self.changed_evidence.clone());
         }
     }
 
@@ -225,18 +236,7 @@ impl<D: Dataplane> Agent<D> {
     }
 
     fn adopt(&mut self) -> Result<()> {
-        let view = self.dataplane.read()?;
-        if !view.problems.is_empty() {
-            tracing::warn!("kernel state the agent does not recognise: {}", view.problems.join("; "));
-        }
-        tracing::info!(
-            "adopted kernel state: {} sets, {} rules, hooks {}",
-            view.ir.sets.len(),
-            view.ir.rule_count(),
-            if view.wired(&HOOKS) { "intact" } else { "incomplete" }
-        );
-        self.wired = view.wired(&HOOKS) && view.problems.is_empty();
-        self.programmed = view.ir;
+        self.programmed = self.dataplane.adopt()?;
         self.reread = false;
         self.full = true;
         Ok(())
@@ -248,7 +248,10 @@ impl<D: Dataplane> Agent<D> {
         if self.compiler.is_none() || (!self.full && self.pending.is_empty()) {
             return Ok(false);
         }
-        if self.reread {
+        // After a read the backend may have found what the IR does not show (a missing hook,
+        // a table to rebuild): it gets the delta even when the delta is empty.
+        let adopted = self.reread;
+        if adopted {
             if let Err(e) = self.adopt() {
                 self.count_error(&e);
                 return Err(e);
@@ -257,18 +260,15 @@ impl<D: Dataplane> Agent<D> {
         let Some(compiler) = self.compiler.as_ref() else { return Ok(false) };
         let desired = compiler.ir();
         let incremental = !self.full && self.pending.len() == 1;
-        let mut delta = if incremental {
+        let delta = if incremental {
             self.pending.pop().unwrap_or_default()
         } else {
             diff(&self.programmed, desired)
         };
-        if !self.wired && delta.chains.is_none() {
-            // Rewriting the chains also restores the entry chain and the hooks.
-            delta.chains = Some([desired.accept.clone(), desired.egress.clone(), desired.ingress.clone()]);
-        }
         let start = Instant::now();
         let wrote = !delta.is_empty();
-        let result = if wrote { self.dataplane.apply(&delta) } else { Ok(()) };
+        let result =
+            if wrote || adopted { self.dataplane.apply(&delta).map_err(Error::from) } else { Ok(()) };
         if let Err(e) = result {
             self.count_error(&e);
             metrics::counter!(m::APPLY_FAILURES, "trigger" => self.trigger, "kind" => e.metric_label())
@@ -281,22 +281,18 @@ impl<D: Dataplane> Agent<D> {
         }
         let took = start.elapsed();
         delta.apply(&mut self.programmed);
-        // The entry count follows the delta on the hot path (one pod event); a full diff recounts.
-        self.entries = if incremental {
-            let v4 = |m: &std::collections::BTreeMap<String, std::collections::BTreeSet<Member>>| -> usize {
-                m.values().map(|s| s.iter().filter(|x| x.is_v4()).count()).sum()
-            };
-            (self.entries + v4(&delta.added)).saturating_sub(v4(&delta.removed))
-        } else {
-            count_v4(&self.programmed)
-        };
-        self.wired = true;
         self.pending.clear();
         self.full = false;
         metrics::histogram!(m::APPLY_SECONDS, "trigger" => self.trigger).record(took.as_secs_f64());
         record_timings(&mut self.timings, false);
         self.publish_counts(compiler.cluster().policies.len());
         if !self.ready.swap(true, Ordering::Relaxed) {
+            if let Some(mut other) = self.leftovers.take() {
+                match other.cleanup() {
+                    Ok(()) => tracing::info!("removed what the {} backend left", other.name()),
+                    Err(e) => tracing::warn!("removing what the {} backend left failed: {e}", other.name()),
+                }
+            }
             tracing::info!(
                 "kernel programmed: {} policies, {} rules, {} sets, {} entries in {took:?}",
                 compiler.cluster().policies.len(),
@@ -312,34 +308,33 @@ impl<D: Dataplane> Agent<D> {
     }
 
     fn publish_counts(&self, policies: usize) {
-        let shape = &self.programmed;
         if let Some(c) = &self.compiler {
             metrics::gauge!(m::PODS_WATCHED).set(c.cluster().pods.len() as f64);
         }
         metrics::gauge!(m::POLICIES).set(policies as f64);
-        metrics::gauge!(m::IPTABLES_RULES).set((shape.rule_count() + entry_rules()) as f64);
-        // The hold set (render::HOLD_SET) is the agent's too.
-        metrics::gauge!(m::IPSETS).set((shape.sets.len() + 1) as f64);
-        metrics::gauge!(m::IPSET_ENTRIES).set(self.entries as f64);
+        let installed = self.dataplane.installed();
+        let (rules, sets, entries) = m::counts_of(self.dataplane.name());
+        metrics::gauge!(rules).set(installed.rules as f64);
+        metrics::gauge!(sets).set(installed.sets as f64);
+        metrics::gauge!(entries).set(installed.entries as f64);
     }
 
-    fn count_error(&self, e: &crate::error::Error) {
+    fn count_error(&self, e: &Error) {
         metrics::counter!(m::ERRORS, "kind" => e.metric_label()).increment(1);
     }
 
     /// Reads the kernel back and repairs drift. Returns what drifted (empty: nothing).
-    pub fn verify(&mut self) -> Result<Vec<&'static str>> {
+    pub fn verify(&mut self) -> Result<Vec<Drift>> {
         if self.compiler.is_none() || self.reread {
             return Ok(Vec::new());
         }
-        let view = match self.dataplane.read() {
-            Ok(v) => v,
+        let drift = match self.dataplane.drift(&self.programmed).map_err(Error::from) {
+            Ok(d) => d,
             Err(e) => {
                 self.count_error(&e);
                 return Err(e);
             }
         };
-        let drift = drift(&view, &kernel_shape(&self.programmed));
         // Holds no event told of (a repeated ADD that kept its address) end here at the latest.
         self.admit_all = true;
         if drift.is_empty() {
@@ -347,16 +342,31 @@ impl<D: Dataplane> Agent<D> {
             return Ok(drift);
         }
         for what in &drift {
-            metrics::counter!(m::DRIFT_REPAIRS, "what" => *what).increment(1);
+            metrics::counter!(m::DRIFT_REPAIRS, "what" => what.label()).increment(1);
         }
         self.repairs += 1;
-        tracing::warn!("kernel drifted ({}); repairing", drift.join(", "));
-        self.wired = view.wired(&HOOKS) && view.problems.is_empty();
-        self.programmed = view.ir;
+        let what: Vec<&str> = drift.iter().map(|d| d.label()).collect();
+        tracing::warn!("kernel drifted ({}); repairing from its actual state", what.join(", "));
+        // The repair starts from what the kernel actually holds.
+        self.reread = true;
         self.full = true;
         self.trigger = "repair";
         self.program()?;
         Ok(drift)
+    }
+
+    /// Reports (never follows) a change in the evidence the backend was chosen by.
+    fn recheck_evidence(&mut self) {
+        let Some(check) = self.recheck.as_mut() else { return };
+        let now = check();
+        if now != self.changed_evidence {
+            if let Some(line) = &now {
+                tracing::error!("{line}");
+                metrics::counter!(m::EVIDENCE_CHANGES).increment(1);
+            }
+            self.changed_evidence = now;
+            self.publish_notes();
+        }
     }
 
     /// Runs until the update channel closes (the source is gone). Stopping leaves enforcement
@@ -406,45 +416,21 @@ impl<D: Dataplane> Agent<D> {
                     tracing::error!(kind = e.metric_label(), "verification failed: {e}");
                     retry_at = Some(Instant::now() + backoff);
                 }
+                self.recheck_evidence();
             }
         }
     }
 }
 
-/// Rules of the entry chain as the renderer writes it (established, clear marks, the holds,
-/// the jumps).
-pub fn entry_rules() -> usize {
-    let text = policy_compiler::render::iptables_restore(&Ir::default());
-    text.lines().filter(|l| l.starts_with(&format!("-A {} ", policy_compiler::render::ENTRY_CHAIN))).count()
-}
-
-fn count_v4(ir: &Ir) -> usize {
-    ir.sets.values().map(|s| s.members.iter().filter(|m| m.is_v4()).count()).sum()
-}
-
-/// How the kernel differs from the expected shape: `sets`, `rules`, `hooks`.
-pub fn drift(view: &KernelView, expected: &Ir) -> Vec<&'static str> {
-    let mut out = Vec::new();
-    if view.ir.sets != expected.sets {
-        out.push("sets");
-    }
-    if (&view.ir.accept, &view.ir.egress, &view.ir.ingress)
-        != (&expected.accept, &expected.egress, &expected.ingress)
-        || !view.problems.is_empty()
-    {
-        out.push("rules");
-    }
-    if !view.wired(&HOOKS) {
-        out.push("hooks");
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::Error;
-    use policy_compiler::model::Cluster;
+    use crate::dataplane::iptables::readback::kernel_shape;
+    use crate::dataplane::Error as DpError;
+    use crate::dataplane::{Installed, KernelTrace};
+    type DpResult<T> = crate::dataplane::Result<T>;
+    use policy_compiler::ir::Member;
+    use policy_compiler::model::{Cluster, Protocol};
     use policy_compiler::snapshot::Snapshot;
 
     /// A kernel in memory: applies deltas, can be told to fail, can drift.
@@ -458,39 +444,61 @@ mod tests {
     }
 
     impl Dataplane for Fake {
-        fn read(&mut self) -> Result<KernelView> {
-            let chains = ["AZURE-NPM", "AZURE-NPM-ACCEPT", "AZURE-NPM-EGRESS", "AZURE-NPM-INGRESS"];
-            Ok(KernelView {
-                ir: kernel_shape(&self.kernel),
-                chains: if self.hooked {
-                    chains.iter().map(|c| c.to_string()).collect()
-                } else {
-                    Default::default()
-                },
-                entry_ok: self.hooked,
-                jumps: if self.hooked { HOOKS.iter().map(|h| h.to_string()).collect() } else { Vec::new() },
-                problems: Vec::new(),
-            })
+        fn name(&self) -> &'static str {
+            "fake"
         }
 
-        fn apply(&mut self, delta: &Delta) -> Result<()> {
+        fn adopt(&mut self) -> DpResult<Ir> {
+            Ok(kernel_shape(&self.kernel))
+        }
+
+        fn drift(&mut self, expected: &Ir) -> DpResult<Vec<Drift>> {
+            let (kernel, expected) = (kernel_shape(&self.kernel), kernel_shape(expected));
+            let mut out = Vec::new();
+            if kernel.sets != expected.sets {
+                out.push(Drift::Sets);
+            }
+            if (&kernel.accept, &kernel.egress, &kernel.ingress)
+                != (&expected.accept, &expected.egress, &expected.ingress)
+            {
+                out.push(Drift::Rules);
+            }
+            if !self.hooked {
+                out.push(Drift::Hooks);
+            }
+            Ok(out)
+        }
+
+        fn apply(&mut self, delta: &Delta) -> DpResult<()> {
             if self.fail > 0 {
                 self.fail -= 1;
-                return Err(Error::Failed { program: "iptables-restore".into(), stderr: "scripted".into() });
+                return Err(DpError::Failed {
+                    program: "iptables-restore".into(),
+                    stderr: "scripted".into(),
+                });
             }
             delta.apply(&mut self.kernel);
-            self.hooked |= delta.chains.is_some();
+            // Like the real backends, an apply puts the hooks back.
+            self.hooked = true;
             self.applies.push(delta.clone());
             Ok(())
         }
 
-        fn admit(&mut self, ips: &[IpAddr]) -> Result<()> {
+        fn admit(&mut self, ips: &[IpAddr]) -> DpResult<()> {
             self.admitted.extend(ips.iter().copied());
             Ok(())
         }
 
-        fn cleanup(&mut self) -> Result<()> {
+        fn cleanup(&mut self) -> DpResult<()> {
             Ok(())
+        }
+
+        fn installed(&self) -> Installed {
+            Installed { rules: self.kernel.rule_count(), sets: self.kernel.sets.len(), entries: 0 }
+        }
+
+        fn explain(&mut self, _: IpAddr, _: IpAddr, _: Protocol, _: u16) -> DpResult<KernelTrace> {
+            Err(DpError::Unsupported("not a kernel".into()))
         }
     }
 
@@ -528,7 +536,6 @@ mod tests {
         let last = agent.dataplane.applies.last().unwrap();
         assert!(last.chains.is_none() && last.created.is_empty() && !last.removed.is_empty());
         assert!(in_step(&agent));
-        assert_eq!(agent.entries, count_v4(&agent.programmed), "the entry count follows the delta");
         assert!(!agent.program().unwrap(), "nothing pending");
     }
 
@@ -599,11 +606,11 @@ mod tests {
         assert!(agent.verify().unwrap().is_empty());
         agent.dataplane.kernel.ingress.clear();
         agent.dataplane.hooked = false;
-        assert_eq!(agent.verify().unwrap(), ["rules", "hooks"]);
+        assert_eq!(agent.verify().unwrap(), [Drift::Rules, Drift::Hooks]);
         assert!(in_step(&agent) && agent.repairs == 1);
-        let name = agent.dataplane.kernel.sets.keys().next().unwrap().clone();
+        let name = *agent.dataplane.kernel.sets.keys().next().unwrap();
         agent.dataplane.kernel.sets.get_mut(&name).unwrap().members.clear();
-        assert_eq!(agent.verify().unwrap(), ["sets"]);
+        assert_eq!(agent.verify().unwrap(), [Drift::Sets]);
         assert!(in_step(&agent));
     }
 }

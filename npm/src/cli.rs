@@ -28,3 +28,25 @@ impl From<ProtocolArg> for Protocol {
         }
     }
 }
+
+/// `--dataplane`: which kernel interface the agent programs.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum DataplaneArg {
+    /// The agent's own table, `inet azure-npm`, over netlink
+    Nftables,
+    /// ipset + iptables-restore
+    Iptables,
+    /// nftables when the kernel has it, else iptables in the variant kube uses; never a guess
+    Auto,
+}
+
+impl From<DataplaneArg> for dataplane::choice::Choice {
+    fn from(d: DataplaneArg) -> dataplane::choice::Choice {
+        use dataplane::choice::Choice;
+        match d {
+            DataplaneArg::Nftables => Choice::Nftables,
+            DataplaneArg::Iptables => Choice::Iptables,
+            DataplaneArg::Auto => Choice::Auto,
+        }
+    }
+}

@@ -2,12 +2,12 @@
 
 use std::net::IpAddr;
 
+use crate::dataplane::{hns, iptables, nftables, KernelTrace};
 use crate::error::{Error, Result};
 use policy_compiler::compile::compile;
 use policy_compiler::compiled::{self, Trace};
 use policy_compiler::model::{Cluster, Protocol};
 use policy_compiler::reach::{reachability, Engine, Reach};
-use policy_compiler::readback::KernelView;
 use policy_compiler::semantic::{self, Endpoint, Verdict};
 use policy_compiler::snapshot::Snapshot;
 use serde::Serialize;
@@ -123,36 +123,6 @@ pub struct Explanation {
     pub dataplane: Option<KernelTrace>,
 }
 
-/// A verdict from the kernel's state as read back from `ipset save` and `iptables-save`.
-#[derive(Serialize)]
-pub struct KernelTrace {
-    pub allowed: bool,
-    pub trace: Trace,
-    /// The agent's chains are hooked into FORWARD and OUTPUT and its entry chain is intact.
-    pub wired: bool,
-    /// Agent-owned lines that do not read as anything the agent writes.
-    pub problems: Vec<String>,
-}
-
-/// Judges a packet by the kernel's state. Without the FORWARD jump and an intact entry chain
-/// the agent's rules are never reached, so the kernel lets the packet through.
-pub fn explain_kernel(
-    view: &KernelView,
-    src: IpAddr,
-    dst: IpAddr,
-    protocol: Protocol,
-    port: u16,
-) -> KernelTrace {
-    let trace = compiled::evaluate(&view.ir, src, dst, protocol, port);
-    let reached = view.entry_ok && view.jumps.iter().any(|j| j == "FORWARD");
-    KernelTrace {
-        allowed: trace.allowed || !reached,
-        trace,
-        wired: view.wired(&crate::dataplane::linux::HOOKS),
-        problems: view.problems.clone(),
-    }
-}
-
 pub fn explain(
     cluster: &Cluster,
     from: Endpoint,
@@ -217,7 +187,7 @@ pub fn explanation_text(e: &Explanation) -> String {
     }
     if let Some(k) = &e.dataplane {
         let agree = if k.allowed == e.allowed { "agrees" } else { "DISAGREES" };
-        out += &format!("  kernel ({}) {agree}", if k.allowed { "allows" } else { "denies" });
+        out += &format!("  kernel ({}: {}) {agree}", k.backend, if k.allowed { "allows" } else { "denies" });
         let marked: Vec<&String> =
             k.trace.egress_allowed_by.iter().chain(&k.trace.ingress_allowed_by).collect();
         if !marked.is_empty() {
@@ -243,21 +213,27 @@ pub fn explanation_text(e: &Explanation) -> String {
     out
 }
 
-/// The compiled rules for one target, as text; notes about what could not be rendered go to stderr.
+/// The compiled rules for one target, as text (nftables: an `nft -f` script of the node's
+/// view); notes about what could not be rendered go to stderr.
 pub fn render(cluster: &Cluster, target: &str, node: Option<&str>) -> Result<String> {
     let ir = compile(cluster);
     Ok(match target {
         "ipset" => {
-            let mut notes = policy_compiler::render::Notes::default();
-            let text = policy_compiler::render::ipset_restore(&ir, &mut notes);
+            let mut notes = iptables::render::Notes::default();
+            let text = iptables::render::ipset_restore(&ir, &mut notes);
             for n in notes.0 {
                 eprintln!("azure-npm: {n}");
             }
             text
         }
-        "iptables" => policy_compiler::render::iptables_restore(&ir),
+        "iptables" => iptables::render::iptables_restore(&ir),
+        "nftables" => {
+            let ir = policy_compiler::compile::compile_for(cluster, node);
+            let rs = nftables::render::render(&ir)?;
+            nftables::text::script(&rs)
+        }
         "hns" => {
-            let rendered = policy_compiler::hns::render(&ir, cluster, node);
+            let rendered = hns::render(&ir, cluster, node);
             for u in &rendered.unsupported {
                 eprintln!("azure-npm: not expressible on Windows: {u}");
             }

@@ -2,12 +2,9 @@
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("running {program}: {reason}")]
-    Exec { program: String, reason: String },
-    #[error("{program} failed: {stderr}")]
-    Failed { program: String, stderr: String },
-    #[error("cannot tell the iptables backend from {0:?}; refusing to guess")]
-    UnknownBackend(String),
+    /// Programming or reading the kernel.
+    #[error(transparent)]
+    Dataplane(#[from] dataplane::Error),
     #[error("reading the cluster: {0}")]
     Source(String),
     #[error("{0}")]
@@ -18,9 +15,7 @@ impl Error {
     /// A bounded label for metrics.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Error::Exec { .. } => "exec",
-            Error::Failed { .. } => "command_failed",
-            Error::UnknownBackend(_) => "backend",
+            Error::Dataplane(e) => e.metric_label(),
             Error::Source(_) => "source",
             Error::Input(_) => "input",
         }

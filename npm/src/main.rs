@@ -7,14 +7,14 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
 use npm::agent::Agent;
-use npm::cli::{Output, ProtocolArg};
-use npm::dataplane::exec::Process;
-use npm::dataplane::linux::Linux;
-use npm::dataplane::Dataplane;
+use npm::cli::{DataplaneArg, Output, ProtocolArg};
+use npm::dataplane::iptables;
+use npm::dataplane::iptables::readback::KernelView;
+use npm::dataplane::{Dataplane, KernelTrace};
 use npm::debug;
 use npm::source::dir::DirSource;
+use policy_compiler::model::Protocol;
 use policy_compiler::reach::Engine;
-use policy_compiler::readback::KernelView;
 
 /// jemalloc, with its background thread purging freed pages (about 10 s after they are freed):
 /// glibc's allocator kept the agent at its high-water mark after a big policy set was removed
@@ -26,7 +26,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[command(
     name = "azure-npm",
     version,
-    about = "Azure Network Policy Manager: Kubernetes NetworkPolicy on ipset/iptables"
+    about = "Azure Network Policy Manager: Kubernetes NetworkPolicy on nftables or ipset/iptables"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -35,7 +35,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the agent: watch the source and program ipset/iptables
+    /// Run the agent: watch the source and program the kernel (nftables or ipset/iptables)
     Start {
         /// Where the cluster comes from: `kube` (in-cluster config, or --kubeconfig / KUBECONFIG)
         /// or `dir:PATH` (Kubernetes YAML files in a directory, re-read on change)
@@ -60,8 +60,14 @@ enum Command {
         /// Program once and exit
         #[arg(long)]
         once: bool,
+        /// What to program: nftables (the agent's own table over netlink), iptables
+        /// (ipset + iptables-restore), or auto (nftables when the kernel has it, else iptables in
+        /// the variant kube's chains or the iptables binary name; refuses to guess)
+        #[arg(long, env = "AZURE_NPM_DATAPLANE", value_enum, default_value = "auto")]
+        dataplane: DataplaneArg,
     },
-    /// Remove every chain, jump and set the agent owns
+    /// Remove everything the agent owns, in both backends (table inet azure-npm; the AZURE-NPM
+    /// chains, their jumps and the azn- ipsets)
     Cleanup,
     /// Inspect policies offline, from a YAML snapshot of the cluster
     Debug {
@@ -80,18 +86,20 @@ enum EngineArg {
 enum Target {
     Ipset,
     Iptables,
+    Nftables,
     Hns,
 }
 
 #[derive(Subcommand)]
 enum DebugCommand {
-    /// What the compiler would program: ipset restore text, iptables-restore text, or HNS ACLs (JSON)
+    /// What the compiler would program: ipset restore text, iptables-restore text, an nft script
+    /// (`nft -f`), or HNS ACLs (JSON)
     Render {
         #[arg(long)]
         objects: PathBuf,
         #[arg(long, value_enum)]
         target: Target,
-        /// Only this node's pods (HNS endpoints); default: every pod
+        /// Only this node's pods (nftables: the node's view; HNS: its endpoints); default: every pod
         #[arg(long)]
         node: Option<String>,
     },
@@ -127,9 +135,10 @@ enum DebugCommand {
         protocol: ProtocolArg,
         #[arg(long)]
         port: u16,
-        /// Also judge the connection by the kernel's live state (`ipset save`, `iptables-save`)
-        #[arg(long)]
-        dataplane: bool,
+        /// Also judge the connection by the kernel's live state: the backend's read-back
+        /// (`--dataplane` alone: the one auto would choose)
+        #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "auto")]
+        dataplane: Option<DataplaneArg>,
         /// Read the kernel's state from `ipset save` output in this file (implies --dataplane)
         #[arg(long, requires = "iptables_save")]
         ipset_save: Option<PathBuf>,
@@ -141,21 +150,39 @@ enum DebugCommand {
     },
 }
 
-/// The kernel's state, live or from saved files.
-fn kernel_view(live: bool, ipset: Option<PathBuf>, iptables: Option<PathBuf>) -> Result<Option<KernelView>> {
-    let read =
-        |p: &PathBuf| std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()));
-    Ok(match (ipset, iptables) {
-        (Some(a), Some(b)) => Some(KernelView::read(&read(&a)?, &read(&b)?).map_err(anyhow::Error::msg)?),
-        _ if live => Some(Linux::new(Box::new(Process::default()))?.read()?),
-        _ => None,
-    })
+/// The kernel's verdict, from its live state or from saved `ipset save` / `iptables-save` files.
+struct KernelSource {
+    live: Option<DataplaneArg>,
+    ipset: Option<PathBuf>,
+    iptables: Option<PathBuf>,
+}
+
+impl KernelSource {
+    fn judge(self, src: IpAddr, dst: IpAddr, protocol: Protocol, port: u16) -> Result<Option<KernelTrace>> {
+        let read = |p: &PathBuf| {
+            std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()))
+        };
+        Ok(match (self.ipset, self.iptables) {
+            (Some(a), Some(b)) => {
+                let view = KernelView::read(&read(&a)?, &read(&b)?)?;
+                Some(iptables::explain(&view, src, dst, protocol, port))
+            }
+            _ => match self.live {
+                Some(choice) => {
+                    let (backend, _) = npm::backend::choose(choice.into())?;
+                    Some(npm::backend::open(backend)?.explain(src, dst, protocol, port)?)
+                }
+                None => None,
+            },
+        })
+    }
 }
 
 fn target_name(t: Target) -> &'static str {
     match t {
         Target::Ipset => "ipset",
         Target::Iptables => "iptables",
+        Target::Nftables => "nftables",
         Target::Hns => "hns",
     }
 }
@@ -172,22 +199,37 @@ fn main() -> Result<()> {
             verify_interval_secs,
             metrics_addr,
             once,
+            dataplane,
         } => {
             if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
                 tracing::warn!("freed memory is returned only as the agent allocates: {e}");
             }
-            let dataplane = Linux::new(Box::new(Process::default()))?;
-            tracing::info!("iptables backend: {}", dataplane.backend);
+            let choice = dataplane.into();
+            let (backend, evidence) = npm::backend::choose(choice)?;
+            tracing::info!("dataplane: {backend} (evidence: {})", evidence.describe());
+            let dataplane = npm::backend::open(backend)?;
+            let leftovers =
+                dataplane::leftovers(backend, &evidence, Box::new(dataplane::exec::Process::default()));
+            if let Some(other) = &leftovers {
+                tracing::info!(
+                    "the {} backend left state behind; it goes once {backend} is programmed",
+                    other.name()
+                );
+            }
             match &node_name {
                 Some(n) => tracing::info!("enforcing for the pods of node {n}"),
                 None => tracing::info!("no --node-name: enforcing for every pod"),
             }
             let mut agent = Agent::new(dataplane, node_name);
+            agent.leftovers = leftovers;
+            agent.recheck = Some(npm::backend::recheck(choice, backend, Duration::from_secs(60)));
             if metrics_addr != "off" {
                 let addr: std::net::SocketAddr = metrics_addr
                     .parse()
                     .map_err(|e| anyhow::anyhow!("--metrics-addr {metrics_addr}: {e}"))?;
                 let handle = npm::metrics::install().map_err(anyhow::Error::msg)?;
+                let name = agent.dataplane.name();
+                metrics::gauge!(npm::metrics::DATAPLANE, "backend" => name).set(1.0);
                 let health = npm::metrics::Health { ready: agent.ready.clone(), notes: agent.notes.clone() };
                 let bound = npm::metrics::serve(addr, handle, health)
                     .map_err(|e| anyhow::anyhow!("serving metrics on {addr}: {e}"))?;
@@ -209,8 +251,9 @@ fn main() -> Result<()> {
             agent.run(rx, Duration::from_secs(verify_interval_secs.max(1)));
         }
         Command::Cleanup => {
-            Linux::new(Box::new(Process::default()))?.cleanup()?;
-            tracing::info!("removed the agent's chains, jumps and sets");
+            for line in npm::backend::cleanup_all()? {
+                tracing::info!("{line}");
+            }
         }
         Command::Debug { what } => match what {
             DebugCommand::Render { objects, target, node } => {
@@ -243,11 +286,12 @@ fn main() -> Result<()> {
                 let cluster = debug::load(&objects)?;
                 let (src, dst) = (debug::endpoint(&cluster, &from)?, debug::endpoint(&cluster, &to)?);
                 let mut e = debug::explain(&cluster, src, dst, protocol.into(), port);
-                if let Some(view) = kernel_view(dataplane, ipset_save, iptables_save)? {
+                let kernel = KernelSource { live: dataplane, ipset: ipset_save, iptables: iptables_save };
+                if kernel.live.is_some() || kernel.ipset.is_some() {
                     let (Some(a), Some(b)) = (src.ip(), dst.ip()) else {
                         anyhow::bail!("--dataplane needs addresses: {from} or {to} has none in the snapshot");
                     };
-                    e.dataplane = Some(debug::explain_kernel(&view, a, b, protocol.into(), port));
+                    e.dataplane = kernel.judge(a, b, protocol.into(), port)?;
                 }
                 match output {
                     Output::Json => println!("{}", serde_json::to_string_pretty(&e)?),

@@ -25,6 +25,16 @@ pub const IPTABLES_RULES: &str = "npm_num_iptables_rules";
 /// Sets the agent owns (the hold set included), and their IPv4 members.
 pub const IPSETS: &str = "npm_num_ipsets";
 pub const IPSET_ENTRIES: &str = "npm_num_ipset_entries";
+/// The same for the nftables backend: rules of the agent's table, its sets and maps, and their
+/// elements (as `nft list table inet azure-npm` shows them).
+pub const NFT_RULES: &str = "npm_num_nftables_rules";
+pub const NFT_SETS: &str = "npm_num_nftables_sets";
+pub const NFT_ELEMENTS: &str = "npm_num_nftables_elements";
+/// 1, labelled with the backend the agent programs (`iptables` or `nftables`).
+pub const DATAPLANE: &str = "npm_dataplane_info";
+/// Times the evidence the backend was chosen by changed while the agent ran (reported, never
+/// followed: a restart chooses again).
+pub const EVIDENCE_CHANGES: &str = "npm_dataplane_evidence_changes_total";
 /// Pods the agent's view of the cluster holds.
 pub const PODS_WATCHED: &str = "npm_pods_watched";
 /// Azure's controller timings, in milliseconds as Azure has them (here: from the event's arrival
@@ -50,6 +60,14 @@ pub const INVALID_OBJECTS: &str = "npm_invalid_objects_total";
 pub const REFUSED_POLICIES: &str = "npm_refused_policies";
 /// Relists of the cluster source (410 Gone, reconnects), by `kind`.
 pub const RELISTS: &str = "npm_source_relists_total";
+
+/// The rule, set and entry gauges of a backend.
+pub fn counts_of(backend: &str) -> (&'static str, &'static str, &'static str) {
+    match backend {
+        "nftables" => (NFT_RULES, NFT_SETS, NFT_ELEMENTS),
+        _ => (IPTABLES_RULES, IPSETS, IPSET_ENTRIES),
+    }
+}
 
 /// Latency buckets (seconds): 100 µs to 10 s.
 const BUCKETS: [f64; 12] = [0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 10.0];

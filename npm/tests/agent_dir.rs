@@ -18,7 +18,7 @@ fn the_agent_follows_a_directory_and_cleanup_removes_its_state() {
     let source = format!("dir:{}", dir.path().display());
     let agent = ns
         .command(NPM)
-        .args(["start", "--source", &source, "--interval-ms", "100"])
+        .args(["start", "--source", &source, "--interval-ms", "100", "--dataplane", "iptables"])
         .stderr(Stdio::null())
         .spawn()
         .unwrap();

@@ -1,10 +1,12 @@
 //! The agent keeps the kernel right through drift, restarts and kill -9 (dir source, in a
-//! namespace this test creates):
-//! - drift (a flushed chain, a removed hook, a flushed set, a destroyed set) is repaired and
-//!   counted, and /metrics counts what the kernel holds;
+//! namespace this test creates), on both backends:
+//! - drift (iptables: a flushed chain, a removed hook, a flushed set, a destroyed set;
+//!   nftables: a deleted element, a flushed group chain, a removed hook, the table deleted) is
+//!   repaired and counted, and /metrics counts what the kernel holds;
 //! - a restart onto changed objects adopts what the last run left: every sample of the kernel
 //!   taken meanwhile allows no more than the old or the new state;
-//! - killed at random moments while programming, the kernel allows no more than either state.
+//! - killed at random moments while programming, the kernel allows no more than either state
+//!   (nftables: it holds exactly the old or the new state, also during a large apply).
 
 mod common;
 
@@ -16,16 +18,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::kernel::{Backend, Kernel};
 use common::{metric, wait_for, Netns, NPM};
 use policy_compiler::compile::compile;
 use policy_compiler::compiled::evaluate;
 use policy_compiler::ir::Ir;
 use policy_compiler::model::{Cluster, Protocol};
-use policy_compiler::readback::{kernel_shape, KernelView};
 use policy_compiler::snapshot::Snapshot;
 use rand::Rng;
 
-const HOOKS: [&str; 2] = ["FORWARD", "OUTPUT"];
 const STEP_DELAY_MS: u64 = 150;
 
 /// The objects of `base` with the policies of `policies` (the cases share their pods).
@@ -56,7 +57,7 @@ fn cluster(text: &str) -> Cluster {
 /// Every (source, destination, protocol, port) the IR lets through.
 type Allowed = BTreeSet<(IpAddr, IpAddr, Protocol, u16)>;
 
-fn allowed(ir: &Ir, cluster: &Cluster, hooked: bool) -> Allowed {
+fn allowed_by(cluster: &Cluster, allows: impl Fn(IpAddr, IpAddr, Protocol, u16) -> bool) -> Allowed {
     let mut hosts: Vec<IpAddr> = cluster.pods.iter().filter_map(|p| p.ip).collect();
     hosts.extend(cluster.nodes.iter().filter_map(|n| n.internal_ip));
     hosts.push("203.0.113.9".parse().unwrap());
@@ -64,7 +65,7 @@ fn allowed(ir: &Ir, cluster: &Cluster, hooked: bool) -> Allowed {
     for &src in &hosts {
         for &dst in &hosts {
             for (protocol, port) in [(Protocol::Tcp, 80), (Protocol::Tcp, 81), (Protocol::Udp, 80)] {
-                if src != dst && (!hooked || evaluate(ir, src, dst, protocol, port).allowed) {
+                if src != dst && allows(src, dst, protocol, port) {
                     out.insert((src, dst, protocol, port));
                 }
             }
@@ -73,19 +74,24 @@ fn allowed(ir: &Ir, cluster: &Cluster, hooked: bool) -> Allowed {
     out
 }
 
-/// What the kernel lets through, judged from its read-back state (unhooked: everything).
-fn kernel_allows(view: &KernelView, cluster: &Cluster) -> Allowed {
-    let hooked = view.entry_ok && view.jumps.iter().any(|j| j == "FORWARD");
-    allowed(&view.ir, cluster, hooked)
+/// What a compiled state lets through.
+fn allowed(ir: &Ir, cluster: &Cluster) -> Allowed {
+    allowed_by(cluster, |s, d, p, port| evaluate(ir, s, d, p, port).allowed)
 }
 
-/// The agent, pausing `STEP_DELAY_MS` after each step of an apply so samples and kills land
-/// between steps.
-fn start_agent(ns: &Netns, dir: &Path, log: &Path) -> Child {
+/// What the kernel lets through, judged from its read-back state (unhooked: everything).
+fn kernel_allows(kernel: &Kernel, cluster: &Cluster) -> Allowed {
+    allowed_by(cluster, |s, d, p, port| kernel.allows(s, d, p, port))
+}
+
+/// The agent, pausing `STEP_DELAY_MS` after each step of an apply (iptables has steps) so
+/// samples and kills land between steps.
+fn start_agent(ns: &Netns, dir: &Path, log: &Path, backend: Backend) -> Child {
     ns.command(NPM)
         .env("AZURE_NPM_TEST_STEP_DELAY_MS", STEP_DELAY_MS.to_string())
         .args(["start", "--source", &format!("dir:{}", dir.display()), "--interval-ms", "100"])
         .args(["--verify-interval-secs", "1", "--metrics-addr", "127.0.0.1:10091"])
+        .args(["--dataplane", backend.arg()])
         .stdout(Stdio::null())
         .stderr(std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap())
         .spawn()
@@ -97,25 +103,30 @@ fn kill(child: &mut Child) {
     let _ = child.wait();
 }
 
-fn holds(ns: &Netns, text: &str) -> bool {
-    let view = ns.kernel();
-    view.ir == kernel_shape(&compile(&cluster(text))) && view.wired(&HOOKS)
+fn holds(ns: &Netns, backend: Backend, text: &str) -> bool {
+    Kernel::read(ns, backend).is_some_and(|k| k.holds(&compile(&cluster(text))))
 }
 
-#[test]
-fn drift_is_repaired_counted_and_metrics_match_the_kernel() {
-    let mut ns = Netns::new("drift");
+/// An agent on case 07 in a new namespace, programmed: (namespace, its directory, the objects).
+fn programmed(tag: &str, backend: Backend) -> (Netns, tempfile::TempDir, String) {
+    let mut ns = Netns::new(tag);
     let dir = tempfile::tempdir().unwrap();
     let text = objects("07-ipblock-except", "07-ipblock-except");
     std::fs::write(dir.path().join("cluster.yaml"), &text).unwrap();
-    let log = dir.path().join("agent.log");
-    ns.children.push(start_agent(&ns, dir.path(), &log));
-    let agent_log = || std::fs::read_to_string(&log).unwrap_or_default();
-    wait_for("the first program", 20, || holds(&ns, &text));
+    ns.children.push(start_agent(&ns, dir.path(), &dir.path().join("agent.log"), backend));
+    wait_for("the first program", 20, || holds(&ns, backend, &text));
+    (ns, dir, text)
+}
 
-    let expected = kernel_shape(&compile(&cluster(&text)));
-    let allow_set = expected.sets.keys().find(|n| n.starts_with("azn-n")).unwrap().clone();
-    let isolation = expected.sets.keys().find(|n| n.starts_with("azn-x")).unwrap().clone();
+#[test]
+fn iptables_drift_is_repaired_counted_and_metrics_match_the_kernel() {
+    let (ns, dir, text) = programmed("drift", Backend::Iptables);
+    let agent_log = || std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
+    let holds = |ns: &Netns, text: &str| holds(ns, Backend::Iptables, text);
+
+    let expected = compile(&cluster(&text));
+    let allow_set = expected.sets.keys().find(|n| n.to_string().starts_with("azn-n")).unwrap().to_string();
+    let isolation = expected.sets.keys().find(|n| n.is_isolation()).unwrap().to_string();
     let drifts: [(&str, Vec<Vec<&str>>); 4] = [
         ("a flushed chain", vec![vec!["iptables", "-F", "AZURE-NPM-INGRESS"]]),
         ("a removed hook", vec![vec!["iptables", "-D", "FORWARD", "-j", "AZURE-NPM"]]),
@@ -145,11 +156,14 @@ fn drift_is_repaired_counted_and_metrics_match_the_kernel() {
     let sets = ns.run(&["ipset", "list", "-n"]);
     let view = ns.kernel();
     assert_eq!(metric(&metrics, "npm_num_iptables_rules"), Some(rules as f64), "{metrics}");
+    assert_eq!(metric(&metrics, "npm_dataplane_info"), Some(1.0), "{metrics}");
+    assert!(metrics.contains("npm_dataplane_info{backend=\"iptables\"} 1"), "{metrics}");
     assert_eq!(
         metric(&metrics, "npm_num_ipsets"),
         Some(
-            sets.lines().filter(|l| l.starts_with("azn-") || *l == policy_compiler::render::HOLD_SET).count()
-                as f64
+            sets.lines()
+                .filter(|l| l.starts_with("azn-") || *l == npm::dataplane::iptables::render::HOLD_SET)
+                .count() as f64
         )
     );
     assert_eq!(metric(&metrics, "npm_num_ipset_entries"), Some(view.ir.member_count() as f64));
@@ -161,28 +175,22 @@ fn drift_is_repaired_counted_and_metrics_match_the_kernel() {
 /// both `old` and `new`.
 fn sample(
     ns: &Netns,
+    backend: Backend,
     old: Allowed,
     new: Allowed,
     cluster: Cluster,
 ) -> (Arc<AtomicBool>, std::thread::JoinHandle<(usize, Vec<String>)>) {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
-    let name = ns.name.clone();
+    let ns = ns.borrow();
     let handle = std::thread::spawn(move || {
-        let run = |args: &[&str]| {
-            let out =
-                std::process::Command::new("ip").args(["netns", "exec", &name]).args(args).output().unwrap();
-            String::from_utf8_lossy(&out.stdout).into_owned()
-        };
         let (mut samples, mut wider) = (0, Vec::new());
         while !flag.load(Ordering::Relaxed) {
-            // Rules first, then sets: a set change between the two reads can only be one that
-            // the agent makes in the safe order, which the check below covers either way.
-            let rules = run(&["iptables-save", "-t", "filter"]);
-            let sets = run(&["ipset", "save"]);
-            let Ok(view) = KernelView::read(&sets, &rules) else { continue };
+            // iptables: rules first, then sets: a set change between the two reads can only be
+            // one that the agent makes in the safe order, which the check below covers either way.
+            let Some(kernel) = Kernel::read(&ns, backend) else { continue };
             samples += 1;
-            let now = kernel_allows(&view, &cluster);
+            let now = kernel_allows(&kernel, &cluster);
             if !now.is_subset(&old) && !now.is_subset(&new) {
                 wider.push(format!(
                     "{} pairs more than old, {} more than new",
@@ -197,68 +205,170 @@ fn sample(
 }
 
 #[test]
-fn a_restart_onto_changed_objects_never_opens_a_window() {
-    let mut ns = Netns::new("restart");
+fn nftables_drift_is_repaired_counted_and_metrics_match_the_kernel() {
+    let (ns, dir, text) = programmed("nftdrift", Backend::Nftables);
+    let agent_log = || std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
+    let holds = |ns: &Netns, text: &str| holds(ns, Backend::Nftables, text);
+
+    let Some(Kernel::Nftables(view)) = Kernel::read(&ns, Backend::Nftables) else { panic!("no table") };
+    let (set, addr) = view
+        .ruleset
+        .sets
+        .iter()
+        .find_map(|(id, e)| match e {
+            npm::dataplane::nftables::ruleset::Elems::Addrs(a) => {
+                a.iter().next().map(|a| (id.to_string(), a.to_string()))
+            }
+            _ => None,
+        })
+        .expect("a set of addresses with a member");
+    let group =
+        view.ruleset.chains.keys().find(|c| c.starts_with("ingress-")).expect("a group chain").clone();
+    let drifts: [(&str, String); 4] = [
+        ("a deleted element", format!("delete element inet azure-npm {set} {{ {addr} }}")),
+        ("a flushed group chain", format!("flush chain inet azure-npm {group}")),
+        ("a removed hook", "flush chain inet azure-npm forward".to_string()),
+        ("the table deleted", "delete table inet azure-npm".to_string()),
+    ];
+    for (what, script) in &drifts {
+        ns.run(&["nft", script]);
+        assert!(!holds(&ns, &text), "{what} did not change the kernel");
+        wait_for(&format!("the repair of {what}"), 20, || holds(&ns, &text));
+    }
+    let (_, metrics) = ns.http_get(10091, "/metrics").unwrap();
+    let repairs = metric(&metrics, "npm_drift_repairs_total").unwrap_or(0.0);
+    assert!(repairs >= drifts.len() as f64, "{repairs} repairs counted\n{metrics}\n{}", agent_log());
+    // Counted from nft's own listing: rules are the lines with a handle inside chains.
+    let listed = ns.run(&["nft", "-a", "list", "table", "inet", "azure-npm"]);
+    let headers = ["table ", "chain ", "set ", "map "];
+    let rules = listed
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.contains("# handle") && !headers.iter().any(|h| l.starts_with(h)))
+        .count();
+    let sets =
+        listed.lines().map(str::trim).filter(|l| l.starts_with("set ") || l.starts_with("map ")).count();
+    assert_eq!(metric(&metrics, "npm_num_nftables_rules"), Some(rules as f64), "{metrics}\n{listed}");
+    assert_eq!(metric(&metrics, "npm_num_nftables_sets"), Some(sets as f64), "{metrics}\n{listed}");
+    let Some(Kernel::Nftables(view)) = Kernel::read(&ns, Backend::Nftables) else { panic!("no table") };
+    assert_eq!(metric(&metrics, "npm_num_nftables_elements"), Some(view.ruleset.element_count() as f64));
+    assert!(metrics.contains("npm_dataplane_info{backend=\"nftables\"} 1"), "{metrics}");
+    assert_eq!(
+        metric(&metrics, "npm_num_iptables_rules"),
+        None,
+        "no iptables figures from the nftables backend"
+    );
+
+    // The kernel's verdict, explained from the table read back: the rule and its policy.
+    let file = dir.path().join("cluster.yaml");
+    let explain = |from: &str, to: &str| -> serde_json::Value {
+        let out = ns
+            .command(NPM)
+            .args(["debug", "explain", "--objects", file.to_str().unwrap(), "--from", from, "--to", to])
+            .args(["--protocol", "TCP", "--port", "80", "--dataplane", "nftables", "--output", "json"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let denied = explain("y/a", "x/a");
+    assert_eq!(denied["dataplane"]["backend"], "nftables");
+    assert_eq!(
+        (denied["allowed"].clone(), denied["dataplane"]["allowed"].clone()),
+        (false.into(), false.into())
+    );
+    assert_eq!(denied["dataplane"]["trace"]["dropped_by"], "isolated ingress: drop what no rule allowed");
+    let allowed = explain("y/b", "x/a");
+    assert_eq!(
+        (allowed["allowed"].clone(), allowed["dataplane"]["allowed"].clone()),
+        (true.into(), true.into())
+    );
+    assert_eq!(allowed["dataplane"]["trace"]["ingress_allowed_by"][0], "x/block ingress[0]");
+}
+
+fn restart_never_opens_a_window(backend: Backend) {
+    let mut ns = Netns::new(&format!("restart-{}", backend.arg()));
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("agent.log");
     let old_text = objects("07-ipblock-except", "07-ipblock-except");
     let new_text = label_moved(&objects("07-ipblock-except", "14-policies-or"));
     std::fs::write(dir.path().join("cluster.yaml"), &old_text).unwrap();
-    let mut first = start_agent(&ns, dir.path(), &log);
-    wait_for("the first run's program", 20, || holds(&ns, &old_text));
+    let mut first = start_agent(&ns, dir.path(), &log, backend);
+    wait_for("the first run's program", 20, || holds(&ns, backend, &old_text));
     kill(&mut first);
 
     std::fs::write(dir.path().join("cluster.yaml"), &new_text).unwrap();
     let c = cluster(&old_text);
-    let old = allowed(&compile(&c), &c, true);
-    let new = allowed(&compile(&cluster(&new_text)), &c, true);
+    let old = allowed(&compile(&c), &c);
+    let new = allowed(&compile(&cluster(&new_text)), &c);
     assert_ne!(old, new, "the two states must differ for this test to mean anything");
-    let (stop, sampler) = sample(&ns, old, new, c);
+    let (stop, sampler) = sample(&ns, backend, old, new, c);
     std::thread::sleep(Duration::from_millis(300));
-    ns.children.push(start_agent(&ns, dir.path(), &log));
-    wait_for("the second run's program", 20, || holds(&ns, &new_text));
+    ns.children.push(start_agent(&ns, dir.path(), &log, backend));
+    wait_for("the second run's program", 20, || holds(&ns, backend, &new_text));
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
     let (samples, wider) = sampler.join().unwrap();
-    eprintln!("restart: {samples} kernel samples");
+    eprintln!("restart ({}): {samples} kernel samples", backend.arg());
     assert!(samples >= 3, "too few samples ({samples}) to mean anything");
     assert!(wider.is_empty(), "the kernel allowed more than either state:\n{}", wider.join("\n"));
 }
 
-const ROUNDS: usize = 20;
+#[test]
+fn a_restart_onto_changed_objects_never_opens_a_window_iptables() {
+    restart_never_opens_a_window(Backend::Iptables);
+}
 
 #[test]
-fn kill_9_mid_apply_leaves_no_state_wider_than_either() {
-    let ns = Netns::new("crash");
+fn a_restart_onto_changed_objects_never_opens_a_window_nftables() {
+    restart_never_opens_a_window(Backend::Nftables);
+}
+
+const ROUNDS: usize = 20;
+
+fn kill_9_mid_apply(backend: Backend) {
+    let ns = Netns::new(&format!("crash-{}", backend.arg()));
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("agent.log");
     let base = objects("07-ipblock-except", "07-ipblock-except");
     let texts = [base.clone(), label_moved(&base)];
     let c = cluster(&texts[0]);
-    let allowed_by: Vec<Allowed> = texts.iter().map(|t| allowed(&compile(&cluster(t)), &c, true)).collect();
+    let allowed_by: Vec<Allowed> = texts.iter().map(|t| allowed(&compile(&cluster(t)), &c)).collect();
     std::fs::write(dir.path().join("cluster.yaml"), &texts[0]).unwrap();
-    let mut agent = start_agent(&ns, dir.path(), &log);
-    wait_for("the first program", 20, || holds(&ns, &texts[0]));
+    let mut agent = start_agent(&ns, dir.path(), &log, backend);
+    wait_for("the first program", 20, || holds(&ns, backend, &texts[0]));
     kill(&mut agent);
 
     let mut rng = rand::thread_rng();
     let mut landed = [0, 0];
     for round in 1..=ROUNDS {
         std::fs::write(dir.path().join("cluster.yaml"), &texts[round % 2]).unwrap();
-        let mut agent = start_agent(&ns, dir.path(), &log);
+        let mut agent = start_agent(&ns, dir.path(), &log, backend);
         std::thread::sleep(Duration::from_millis(rng.gen_range(0..4 * STEP_DELAY_MS)));
         kill(&mut agent);
-        let view = ns.kernel();
-        let now = kernel_allows(&view, &c);
+        let kernel = Kernel::read(&ns, backend).expect("the kernel reads back");
+        let now = kernel_allows(&kernel, &c);
         assert!(
             now.is_subset(&allowed_by[0]) || now.is_subset(&allowed_by[1]),
             "round {round}: the kernel allows more than either state"
         );
-        for (i, t) in texts.iter().enumerate() {
-            if holds(&ns, t) {
-                landed[i] += 1;
-            }
+        let exact: Vec<bool> = texts.iter().map(|t| kernel.holds(&compile(&cluster(t)))).collect();
+        if backend == Backend::Nftables {
+            assert!(exact[0] || exact[1], "round {round}: one transaction, so the old state or the new one");
+        }
+        for (i, e) in exact.iter().enumerate() {
+            landed[i] += usize::from(*e);
         }
     }
-    eprintln!("kill -9 rounds ending in state 0 / 1 exactly: {landed:?} of {ROUNDS}");
+    eprintln!("kill -9 rounds ({}) ending in state 0 / 1 exactly: {landed:?} of {ROUNDS}", backend.arg());
+}
+
+#[test]
+fn kill_9_mid_apply_leaves_no_state_wider_than_either_iptables() {
+    kill_9_mid_apply(Backend::Iptables);
+}
+
+#[test]
+fn kill_9_mid_apply_leaves_the_old_or_the_new_state_nftables() {
+    kill_9_mid_apply(Backend::Nftables);
 }

@@ -76,6 +76,7 @@ fn big_policies_come_and_go_and_the_kernel_and_memory_return() {
     let agent = ns
         .command(NPM)
         .args(["start", "--source", &source, "--interval-ms", "200", "--metrics-addr", "127.0.0.1:10091"])
+        .args(["--dataplane", "iptables"])
         .stderr(Stdio::null())
         .spawn()
         .unwrap();

@@ -5,9 +5,7 @@ use std::collections::HashMap;
 
 use ipnet::IpNet;
 
-use crate::ir::{
-    isolation_set_name, set_name, stable_hash, Action, IpSet, Ir, Member, Rule, SetDef, SetKind,
-};
+use crate::ir::{stable_hash, Action, IpSet, Ir, Member, Rule, SetDef, SetId, SetKind, SetRole};
 use crate::limits::{NodeLimits, Refused};
 use crate::model::{Cluster, NetworkPolicy, Peer, Pod, PortRef, PortSpec, Protocol};
 use crate::selector::Selector;
@@ -16,7 +14,7 @@ pub const ISOLATED_INGRESS: &str = "isolated ingress";
 pub const ISOLATED_EGRESS: &str = "isolated egress";
 
 /// Port criteria of one `ports` entry: protocol, destination range, named-port set.
-type PortMatch = (Option<Protocol>, Option<(u16, u16)>, Option<String>);
+type PortMatch = (Option<Protocol>, Option<(u16, u16)>, Option<SetId>);
 
 struct Builder<'a> {
     cluster: &'a Cluster,
@@ -84,18 +82,21 @@ impl<'a> Builder<'a> {
         key: String,
         def: SetDef,
         fixed: impl IntoIterator<Item = Member>,
-    ) -> String {
-        let name = match def {
-            SetDef::Isolated { .. } => isolation_set_name(&key),
-            _ => set_name(kind, &key),
+    ) -> SetId {
+        let role = match (&def, kind) {
+            (SetDef::Isolated { .. }, _) => SetRole::Isolation,
+            (_, SetKind::HashIp) => SetRole::Ip,
+            (_, SetKind::HashNet) => SetRole::Net,
+            (_, SetKind::HashIpPort) => SetRole::IpPort,
         };
-        if !self.ir.sets.contains_key(&name) {
+        let id = SetId::new(role, &key);
+        if !self.ir.sets.contains_key(&id) {
             let cluster = self.cluster;
             let mut members: std::collections::BTreeSet<Member> = fixed.into_iter().collect();
             members.extend(self.candidates(&def).into_iter().filter_map(|p| def.member(cluster, p)));
-            self.ir.sets.insert(name.clone(), IpSet { name: name.clone(), kind, key, def, members });
+            self.ir.sets.insert(id, IpSet { id, key, def, members });
         }
-        name
+        id
     }
 
     /// The pods that could belong to a set so defined (`SetDef::member` decides).
@@ -118,7 +119,7 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn pods_in(&mut self, namespace: &str, pods: Selector) -> String {
+    fn pods_in(&mut self, namespace: &str, pods: Selector) -> SetId {
         let pods = pods.canonical();
         let key = format!("pods ns={namespace} pod{pods}");
         self.set(
@@ -130,7 +131,7 @@ impl<'a> Builder<'a> {
     }
 
     /// The pods a policy applies to (in a node's view: those on the node).
-    fn targets(&mut self, p: &NetworkPolicy) -> String {
+    fn targets(&mut self, p: &NetworkPolicy) -> SetId {
         let Some(node) = self.node else { return self.pods_in(&p.namespace, p.pod_selector.clone()) };
         let pods = p.pod_selector.canonical();
         let key = format!("pods ns={} pod{pods} on node {node}", p.namespace);
@@ -139,7 +140,7 @@ impl<'a> Builder<'a> {
     }
 
     /// The set a peer stands for; `None` when the peer can match nothing.
-    fn peer_set(&mut self, peer: &Peer, policy_ns: &str) -> Option<String> {
+    fn peer_set(&mut self, peer: &Peer, policy_ns: &str) -> Option<SetId> {
         match peer {
             Peer::Pods { namespaces: None, pods } => {
                 Some(self.pods_in(policy_ns, pods.clone().unwrap_or_default()))
@@ -167,7 +168,7 @@ impl<'a> Builder<'a> {
     /// The sets a rule's peers stand for. Two or more ipBlocks without `except` become one
     /// `hash:net` set (peers OR, so their union is exact): a rule with 100k CIDRs costs one set
     /// and one kernel rule per port, not 100k of each (the kernel holds at most 65535 sets).
-    fn peer_sets(&mut self, peers: &[Peer], policy_ns: &str) -> Vec<String> {
+    fn peer_sets(&mut self, peers: &[Peer], policy_ns: &str) -> Vec<SetId> {
         let plain: Vec<IpNet> = peers
             .iter()
             .filter_map(|peer| match peer {
@@ -176,7 +177,7 @@ impl<'a> Builder<'a> {
             })
             .collect();
         let merge = plain.len() >= 2;
-        let mut out: Vec<String> = peers
+        let mut out: Vec<SetId> = peers
             .iter()
             .filter(|peer| !(merge && peer.is_plain_block()))
             .filter_map(|peer| self.peer_set(peer, policy_ns))
@@ -198,7 +199,7 @@ impl<'a> Builder<'a> {
     }
 
     /// Every pod's (address, protocol, port) for a port name.
-    fn named_port_set(&mut self, name: &str, protocol: Protocol) -> String {
+    fn named_port_set(&mut self, name: &str, protocol: Protocol) -> SetId {
         let def = SetDef::NamedPort { name: name.to_string(), protocol };
         self.set(SetKind::HashIpPort, format!("named port {name}/{protocol}"), def, [])
     }
@@ -233,7 +234,7 @@ impl<'a> Builder<'a> {
             for (i, rule) in rules.iter().enumerate() {
                 let comment = format!("{} {direction}[{i}]", p.key());
                 // Peers OR, ports OR: one kernel rule per (peer, port) pair.
-                let peers: Vec<Option<String>> = match &rule.peers {
+                let peers: Vec<Option<SetId>> = match &rule.peers {
                     None => vec![None],
                     Some(list) => self.peer_sets(list, &p.namespace).into_iter().map(Some).collect(),
                 };
@@ -243,11 +244,8 @@ impl<'a> Builder<'a> {
                 };
                 for peer in &peers {
                     for (protocol, dports, named) in &ports {
-                        let (src_set, dst_set) = if ingress {
-                            (peer.clone(), Some(targets.clone()))
-                        } else {
-                            (Some(targets.clone()), peer.clone())
-                        };
+                        let (src_set, dst_set) =
+                            if ingress { (*peer, Some(targets)) } else { (Some(targets), *peer) };
                         let out = if ingress { &mut self.ir.ingress } else { &mut self.ir.egress };
                         out.push(Rule {
                             comment: comment.clone(),
@@ -255,7 +253,7 @@ impl<'a> Builder<'a> {
                             dst_set,
                             protocol: *protocol,
                             dports: *dports,
-                            dst_named_port: named.clone(),
+                            dst_named_port: *named,
                             action: Action::MarkAllowed,
                         });
                     }
@@ -338,14 +336,14 @@ fn build(cluster: &Cluster, node: Option<&str>, take: usize) -> Ir {
     }
     for ingress in [true, false] {
         let isolated = isolated_key(ingress, node);
-        let name = isolation_set_name(&isolated);
-        if !b.ir.sets.contains_key(&name) {
+        let id = SetId::new(SetRole::Isolation, &isolated);
+        if !b.ir.sets.contains_key(&id) {
             continue;
         }
         let rule = Rule {
             comment: format!("{isolated}: drop what no rule allowed"),
-            src_set: (!ingress).then(|| name.clone()),
-            dst_set: ingress.then(|| name.clone()),
+            src_set: (!ingress).then_some(id),
+            dst_set: ingress.then_some(id),
             protocol: None,
             dports: None,
             dst_named_port: None,
@@ -397,7 +395,7 @@ mod tests {
         let (a, b) = (compile(&cluster(20)), compile(&cluster(20)));
         assert_eq!(a, b);
         for set in a.sets.values() {
-            assert!(set.name.len() <= 31, "{}", set.name);
+            assert!(set.id.to_string().len() <= 31, "{}", set.id);
         }
         for rule in a.ingress.iter().filter(|r| r.action == Action::MarkAllowed) {
             assert_eq!(rule.comment, "x/web ingress[0]");
@@ -416,7 +414,7 @@ mod tests {
             yaml += &format!("    - ipBlock: {{cidr: 172.16.{}.{}/32}}\n", i / 256, i % 256);
         }
         let ir = compile(&Snapshot::from_yaml(&yaml).unwrap().cluster);
-        let nets: Vec<&IpSet> = ir.sets.values().filter(|s| s.kind == SetKind::HashNet).collect();
+        let nets: Vec<&IpSet> = ir.sets.values().filter(|s| s.kind() == SetKind::HashNet).collect();
         assert_eq!(nets.len(), 2, "one merged set, one with the except");
         assert!(nets.iter().any(|s| s.members.len() == 1000));
         assert_eq!(ir.rule_count(), 2 * 2 + 1, "2 sets x 2 ports, plus the isolation drop");

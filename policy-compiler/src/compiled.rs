@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::ir::{Action, IpSet, Ir, Member, Rule, SetKind};
+use crate::ir::{Action, IpSet, Ir, Member, Rule, SetId, SetKind};
 use crate::model::Protocol;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -24,7 +24,7 @@ pub struct Trace {
 /// ipset membership. hash:net picks the most specific matching entry, and a `nomatch` entry
 /// there means "not in the set" (that is how `except` is carved out).
 pub fn contains(set: &IpSet, ip: IpAddr, protocol: Protocol, port: u16) -> bool {
-    match set.kind {
+    match set.kind() {
         SetKind::HashIp => set.members.contains(&Member::Ip(ip)),
         SetKind::HashNet => set
             .members
@@ -48,8 +48,8 @@ struct Packet {
     port: u16,
 }
 
-fn in_set(ir: &Ir, name: &Option<String>, ip: IpAddr, pkt: Packet) -> bool {
-    name.as_ref().is_none_or(|n| ir.sets.get(n).is_some_and(|s| contains(s, ip, pkt.protocol, pkt.port)))
+fn in_set(ir: &Ir, id: &Option<SetId>, ip: IpAddr, pkt: Packet) -> bool {
+    id.as_ref().is_none_or(|n| ir.sets.get(n).is_some_and(|s| contains(s, ip, pkt.protocol, pkt.port)))
 }
 
 fn matches(ir: &Ir, r: &Rule, pkt: Packet) -> bool {

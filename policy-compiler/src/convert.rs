@@ -245,10 +245,10 @@ pub fn policy(p: &net::NetworkPolicy) -> Result<NetworkPolicy, Invalid> {
     };
     let policy =
         NetworkPolicy { namespace, name, pod_selector, ingress_isolation, egress_isolation, ingress, egress };
-    crate::limits::check_policy(&policy).map_err(|reason| Invalid {
+    crate::limits::check_policy(&policy).map_err(|limit| Invalid {
         kind: "NetworkPolicy",
         name: policy.key(),
-        reason,
+        reason: limit.to_string(),
     })?;
     Ok(policy)
 }

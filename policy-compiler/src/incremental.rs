@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use crate::compile::compile_within;
-use crate::ir::{IpSet, Ir, Member, Rule, SetDef};
+use crate::ir::{IpSet, Ir, Member, Rule, SetDef, SetId};
 use crate::limits::{NodeLimits, Refused};
 use crate::model::{Cluster, Namespace, NetworkPolicy, Node, Pod};
 
@@ -18,11 +18,11 @@ use crate::model::{Cluster, Namespace, NetworkPolicy, Node, Pod};
 pub struct Delta {
     /// New sets, empty; their members are in `added`.
     pub created: Vec<IpSet>,
-    pub added: BTreeMap<String, BTreeSet<Member>>,
+    pub added: BTreeMap<SetId, BTreeSet<Member>>,
     /// New content of the three chains, when any rule changed.
     pub chains: Option<[Vec<Rule>; 3]>,
-    pub removed: BTreeMap<String, BTreeSet<Member>>,
-    pub destroyed: Vec<String>,
+    pub removed: BTreeMap<SetId, BTreeSet<Member>>,
+    pub destroyed: Vec<SetId>,
 }
 
 impl Delta {
@@ -36,7 +36,7 @@ impl Delta {
 
     pub fn apply(&self, ir: &mut Ir) {
         for set in &self.created {
-            ir.sets.insert(set.name.clone(), set.clone());
+            ir.sets.insert(set.id, set.clone());
         }
         for (name, members) in &self.added {
             if let Some(set) = ir.sets.get_mut(name) {
@@ -60,8 +60,8 @@ impl Delta {
 /// The delta from `old` to `new`.
 pub fn diff(old: &Ir, new: &Ir) -> Delta {
     let mut d = Delta::default();
-    for (name, set) in &new.sets {
-        let before = old.sets.get(name);
+    for (id, set) in &new.sets {
+        let before = old.sets.get(id);
         if before.is_none() {
             d.created.push(IpSet { members: BTreeSet::new(), ..set.clone() });
         }
@@ -70,13 +70,13 @@ pub fn diff(old: &Ir, new: &Ir) -> Delta {
         let added: BTreeSet<Member> = set.members.difference(before_members).cloned().collect();
         let removed: BTreeSet<Member> = before_members.difference(&set.members).cloned().collect();
         if !added.is_empty() {
-            d.added.insert(name.clone(), added);
+            d.added.insert(*id, added);
         }
         if !removed.is_empty() {
-            d.removed.insert(name.clone(), removed);
+            d.removed.insert(*id, removed);
         }
     }
-    d.destroyed = old.sets.keys().filter(|n| !new.sets.contains_key(*n)).cloned().collect();
+    d.destroyed = old.sets.keys().filter(|n| !new.sets.contains_key(*n)).copied().collect();
     if (&old.accept, &old.egress, &old.ingress) != (&new.accept, &new.egress, &new.ingress) {
         d.chains = Some([new.accept.clone(), new.egress.clone(), new.ingress.clone()]);
     }
@@ -103,13 +103,13 @@ pub struct Compiler {
     ir: Ir,
     /// Pod key → index in `cluster.pods`.
     index: HashMap<String, usize>,
-    /// How many pods hold each address (addresses can be reused; a member stays while any
-    /// holder still contributes it).
-    holders: HashMap<IpAddr, usize>,
+    /// The pods (keys) holding each address (addresses can be reused; a member stays while
+    /// any holder still contributes it).
+    holders: HashMap<IpAddr, Vec<String>>,
     /// Sets a pod of a namespace can belong to: that namespace's `PodsIn` sets, plus every
     /// set of another kind. Rebuilt on each recompile.
-    sets_of_ns: HashMap<String, Vec<String>>,
-    sets_any_ns: Vec<String>,
+    sets_of_ns: HashMap<String, Vec<SetId>>,
+    sets_any_ns: Vec<SetId>,
     limits: NodeLimits,
     /// Policies left out because the node is full (see `compile_within`).
     refused: Vec<Refused>,
@@ -178,21 +178,29 @@ impl Compiler {
     fn reindex(&mut self) {
         self.index = self.cluster.pods.iter().enumerate().map(|(i, p)| (p.key(), i)).collect();
         self.holders.clear();
-        for ip in self.cluster.pods.iter().filter_map(|p| p.ip) {
-            *self.holders.entry(ip).or_default() += 1;
+        for p in &self.cluster.pods {
+            if let Some(ip) = p.ip {
+                self.holders.entry(ip).or_default().push(p.key());
+            }
         }
+    }
+
+    /// The pods that hold an address now.
+    pub fn pods_with_ip(&self, ip: IpAddr) -> impl Iterator<Item = &Pod> {
+        let keys = self.holders.get(&ip).map(Vec::as_slice).unwrap_or_default();
+        keys.iter().filter_map(|k| self.index.get(k)).map(|i| &self.cluster.pods[*i])
     }
 
     fn index_sets(&mut self) {
         self.sets_of_ns.clear();
         self.sets_any_ns.clear();
-        for (name, set) in &self.ir.sets {
+        for (id, set) in &self.ir.sets {
             match &set.def {
                 SetDef::PodsIn { namespace, .. } => {
-                    self.sets_of_ns.entry(namespace.clone()).or_default().push(name.clone())
+                    self.sets_of_ns.entry(namespace.clone()).or_default().push(*id)
                 }
                 SetDef::Fixed => {}
-                _ => self.sets_any_ns.push(name.clone()),
+                _ => self.sets_any_ns.push(*id),
             }
         }
     }
@@ -204,8 +212,11 @@ impl Compiler {
             self.index.insert(moved.key(), i);
         }
         if let Some(ip) = pod.ip {
-            let n = self.holders.entry(ip).or_default();
-            *n = n.saturating_sub(1);
+            let keys = self.holders.entry(ip).or_default();
+            keys.retain(|k| k != key);
+            if keys.is_empty() {
+                self.holders.remove(&ip);
+            }
         }
         Some(pod)
     }
@@ -215,7 +226,7 @@ impl Compiler {
             Event::UpsertPod(pod) => {
                 let old = self.take_pod(&pod.key());
                 if let Some(ip) = pod.ip {
-                    *self.holders.entry(ip).or_default() += 1;
+                    self.holders.entry(ip).or_default().push(pod.key());
                 }
                 self.index.insert(pod.key(), self.cluster.pods.len());
                 self.cluster.pods.push(pod.clone());
@@ -266,7 +277,7 @@ impl Compiler {
     fn pod_delta(&mut self, old: Option<&Pod>, new: Option<&Pod>) -> Delta {
         let mut d = Delta::default();
         let cluster = &self.cluster;
-        let mut names: Vec<&String> = self.sets_any_ns.iter().collect();
+        let mut names: Vec<&SetId> = self.sets_any_ns.iter().collect();
         for p in old.iter().chain(new.iter()) {
             names.extend(self.sets_of_ns.get(&p.namespace).into_iter().flatten());
         }
@@ -281,7 +292,7 @@ impl Compiler {
             }
             if let Some(m) = after {
                 if set.members.insert(m.clone()) {
-                    d.added.entry(name.clone()).or_default().insert(m);
+                    d.added.entry(*name).or_default().insert(m);
                 }
             }
             if let Some(m) = before {
@@ -290,13 +301,13 @@ impl Compiler {
                     Member::Ip(ip) | Member::IpPort { ip, .. } => *ip,
                     Member::Net { .. } => continue,
                 };
-                let shared = self.holders.get(&ip).copied().unwrap_or(0) > 0
+                let shared = self.holders.contains_key(&ip)
                     && cluster
                         .pods
                         .iter()
                         .any(|p| p.ip == Some(ip) && set.def.member(cluster, p).as_ref() == Some(&m));
                 if !shared && set.members.remove(&m) {
-                    d.removed.entry(name.clone()).or_default().insert(m);
+                    d.removed.entry(*name).or_default().insert(m);
                 }
             }
         }

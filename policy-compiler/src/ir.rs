@@ -74,16 +74,108 @@ pub enum SetDef {
     Fixed,
 }
 
+/// What a set is for: its kind of members, and whether adding to it narrows (an isolation
+/// set: the dataplane orders changes by it so no state in between allows more).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SetRole {
+    /// Addresses (`i`).
+    Ip,
+    /// CIDRs with exceptions (`n`).
+    Net,
+    /// (address, protocol, port) (`p`).
+    IpPort,
+    /// Addresses of isolated pods (`x`).
+    Isolation,
+}
+
+impl SetRole {
+    fn letter(self) -> char {
+        match self {
+            SetRole::Ip => 'i',
+            SetRole::Net => 'n',
+            SetRole::IpPort => 'p',
+            SetRole::Isolation => 'x',
+        }
+    }
+
+    pub fn kind(self) -> SetKind {
+        match self {
+            SetRole::Ip | SetRole::Isolation => SetKind::HashIp,
+            SetRole::Net => SetKind::HashNet,
+            SetRole::IpPort => SetKind::HashIpPort,
+        }
+    }
+}
+
+/// A set's identity: its role and 48 bits of a stable hash of its key. As a kernel name
+/// (`Display`): `azn-` + the role's letter + 12 hex digits, 17 characters (within ipset's 31
+/// and nftables' 32), the same across builds, agents and restarts. Ordered as the names are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SetId {
+    pub role: SetRole,
+    pub hash: u64,
+}
+
+pub const SET_PREFIX: &str = "azn-";
+
+impl SetId {
+    pub fn new(role: SetRole, key: &str) -> SetId {
+        SetId { role, hash: stable_hash(key) & 0xffff_ffff_ffff }
+    }
+
+    pub fn kind(self) -> SetKind {
+        self.role.kind()
+    }
+
+    /// Adding to an isolation set narrows what is allowed; adding to any other set widens it.
+    pub fn is_isolation(self) -> bool {
+        self.role == SetRole::Isolation
+    }
+}
+
+impl fmt::Display for SetId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{SET_PREFIX}{}{:012x}", self.role.letter(), self.hash)
+    }
+}
+
+impl std::str::FromStr for SetId {
+    type Err = crate::Error;
+
+    /// A kernel name the agent writes (`azn-i0123456789ab`); anything else is refused.
+    fn from_str(name: &str) -> Result<SetId, crate::Error> {
+        let bad = || crate::Error::SetName(name.to_string());
+        let rest = name.strip_prefix(SET_PREFIX).ok_or_else(bad)?;
+        let mut chars = rest.chars();
+        let role = match chars.next() {
+            Some('i') => SetRole::Ip,
+            Some('n') => SetRole::Net,
+            Some('p') => SetRole::IpPort,
+            Some('x') => SetRole::Isolation,
+            _ => return Err(bad()),
+        };
+        let hex = chars.as_str();
+        if hex.len() != 12 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Err(bad());
+        }
+        let hash = u64::from_str_radix(hex, 16).map_err(|_| bad())?;
+        Ok(SetId { role, hash })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IpSet {
-    /// Kernel name: `azn-` + kind letter + 12 hex digits of a hash of `key` (17 characters,
-    /// within ipset's 31); stable across runs and agents.
-    pub name: String,
-    pub kind: SetKind,
+    pub id: SetId,
     /// What the set stands for, e.g. `pods ns{ns=y} pod{pod=b}`; also the rule comments' words.
     pub key: String,
     pub def: SetDef,
     pub members: BTreeSet<Member>,
+}
+
+impl IpSet {
+    pub fn kind(&self) -> SetKind {
+        self.id.kind()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -117,19 +209,19 @@ pub enum Action {
 pub struct Rule {
     /// `namespace/name ingress[i]` for policy rules; a description otherwise.
     pub comment: String,
-    pub src_set: Option<String>,
-    pub dst_set: Option<String>,
+    pub src_set: Option<SetId>,
+    pub dst_set: Option<SetId>,
     pub protocol: Option<Protocol>,
     /// Inclusive destination port range.
     pub dports: Option<(u16, u16)>,
     /// A hash:ip,port set matched on (destination address, protocol, destination port).
-    pub dst_named_port: Option<String>,
+    pub dst_named_port: Option<SetId>,
     pub action: Action,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ir {
-    pub sets: BTreeMap<String, IpSet>,
+    pub sets: BTreeMap<SetId, IpSet>,
     pub accept: Vec<Rule>,
     pub egress: Vec<Rule>,
     pub ingress: Vec<Rule>,
@@ -158,24 +250,30 @@ pub fn stable_hash(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
-/// Isolation sets (`SetDef::Isolated`) get the letter `x`: their role is in their name, so the
-/// dataplane can order changes so that no intermediate state allows more than the old or the
-/// new one (adding to an isolation set narrows, adding to any other set widens).
-pub fn isolation_set_name(key: &str) -> String {
-    format!("{ISOLATION_PREFIX}{:012x}", stable_hash(key) & 0xffff_ffff_ffff)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-pub const ISOLATION_PREFIX: &str = "azn-x";
-
-pub fn is_isolation_set(name: &str) -> bool {
-    name.starts_with(ISOLATION_PREFIX)
-}
-
-pub fn set_name(kind: SetKind, key: &str) -> String {
-    let letter = match kind {
-        SetKind::HashIp => 'i',
-        SetKind::HashNet => 'n',
-        SetKind::HashIpPort => 'p',
-    };
-    format!("azn-{letter}{:012x}", stable_hash(key) & 0xffff_ffff_ffff)
+    #[test]
+    fn set_ids_print_as_kernel_names_parse_back_and_sort_as_names() {
+        let ids = [
+            SetId::new(SetRole::Isolation, "isolated ingress"),
+            SetId::new(SetRole::Ip, "pods ns=x pod{}"),
+            SetId::new(SetRole::IpPort, "named port http/TCP"),
+            SetId::new(SetRole::Net, "cidr 10.0.0.0/8 except []"),
+        ];
+        let mut by_id = ids.to_vec();
+        by_id.sort();
+        let mut by_name: Vec<String> = ids.iter().map(SetId::to_string).collect();
+        by_name.sort();
+        assert_eq!(by_id.iter().map(SetId::to_string).collect::<Vec<_>>(), by_name);
+        for id in ids {
+            let name = id.to_string();
+            assert_eq!(name.len(), 17);
+            assert_eq!(name.parse::<SetId>().unwrap(), id);
+        }
+        for bad in ["azn-q000000000000", "azn-i00000000000", "azn-i00000000000G", "KUBE-X", "azure-npm-new"] {
+            assert!(bad.parse::<SetId>().is_err(), "{bad}");
+        }
+    }
 }

@@ -15,8 +15,30 @@ pub const MAX_PORTS: usize = 1_000;
 /// Per policy: kernel rules (peers × ports of each rule, summed).
 pub const MAX_POLICY_RULES: usize = 10_000;
 
+/// A bound broken, with what broke it: named in logs, `/readyz` and refusals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Limit {
+    /// `count` of `what` in one policy, over `max`.
+    Policy { what: &'static str, count: usize, max: usize },
+    /// The node would need `count` of `what`, over `max`.
+    Node { what: &'static str, count: usize, max: usize },
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Limit::Policy { what, count, max } => {
+                write!(f, "{count} {what} is over the limit of {max} per policy (split the policy)")
+            }
+            Limit::Node { what, count, max } => {
+                write!(f, "the node would need {count} {what}, over the limit of {max}")
+            }
+        }
+    }
+}
+
 /// Checks one converted policy against the per-policy bounds; the error names the bound.
-pub fn check_policy(p: &NetworkPolicy) -> Result<(), String> {
+pub fn check_policy(p: &NetworkPolicy) -> Result<(), Limit> {
     let (mut blocks, mut set_peers, mut ports, mut rules) = (0, 0, 0, 0);
     for rule in p.ingress.iter().chain(&p.egress) {
         let peers = rule.peers.as_deref().unwrap_or_default();
@@ -29,9 +51,7 @@ pub fn check_policy(p: &NetworkPolicy) -> Result<(), String> {
             if rule.peers.is_none() { 1 } else { peers.len() - plain + usize::from(plain > 0) };
         rules += kernel_peers * n_ports.max(1);
     }
-    let over = |what: &str, n: usize, max: usize| {
-        Err(format!("{n} {what} is over the limit of {max} per policy (split the policy)"))
-    };
+    let over = |what: &'static str, count: usize, max: usize| Err(Limit::Policy { what, count, max });
     if blocks > MAX_IP_BLOCKS {
         return over("ipBlocks", blocks, MAX_IP_BLOCKS);
     }
@@ -61,19 +81,17 @@ impl NodeLimits {
     pub const DEFAULT: NodeLimits = NodeLimits { sets: 50_000, rules: 100_000, members: 4_000_000 };
 
     /// Which bound a compiled state breaks, if any.
-    pub fn check(&self, ir: &Ir) -> Result<(), String> {
+    pub fn check(&self, ir: &Ir) -> Result<(), Limit> {
         let (sets, rules, members) = (ir.sets.len(), ir.rule_count(), ir.member_count());
+        let over = |what: &'static str, count: usize, max: usize| Err(Limit::Node { what, count, max });
         if sets > self.sets {
-            return Err(format!("the node would need {sets} ipsets, over the limit of {}", self.sets));
+            return over("sets", sets, self.sets);
         }
         if rules > self.rules {
-            return Err(format!("the node would need {rules} rules, over the limit of {}", self.rules));
+            return over("rules", rules, self.rules);
         }
         if members > self.members {
-            return Err(format!(
-                "the node would need {members} set members, over the limit of {}",
-                self.members
-            ));
+            return over("set members", members, self.members);
         }
         Ok(())
     }
@@ -84,5 +102,5 @@ impl NodeLimits {
 pub struct Refused {
     /// `namespace/name`.
     pub policy: String,
-    pub limit: String,
+    pub limit: Limit,
 }

@@ -7,19 +7,13 @@ use serde::Deserialize;
 use serde_yaml::Value;
 
 use crate::convert::{self, Invalid};
+use crate::error::Error;
 use crate::model::{Cluster, Namespace};
 
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub cluster: Cluster,
     pub refused: Vec<Invalid>,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("YAML document {index}: {reason}")]
-pub struct YamlError {
-    pub index: usize,
-    pub reason: String,
 }
 
 fn typed<T: DeserializeOwned>(v: &Value, kind: &'static str) -> Result<T, Invalid> {
@@ -31,10 +25,10 @@ fn typed<T: DeserializeOwned>(v: &Value, kind: &'static str) -> Result<T, Invali
 }
 
 impl Snapshot {
-    pub fn from_yaml(text: &str) -> Result<Snapshot, YamlError> {
+    pub fn from_yaml(text: &str) -> Result<Snapshot, Error> {
         let mut snap = Snapshot::default();
         for (index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-            let value = Value::deserialize(doc).map_err(|e| YamlError { index, reason: e.to_string() })?;
+            let value = Value::deserialize(doc).map_err(|e| Error::Yaml { index, reason: e.to_string() })?;
             snap.add(value);
         }
         // Namespaces that pods or policies live in exist even when not listed.

@@ -1,15 +1,12 @@
-//! Property: on random clusters and policies, the compiled IR (walked as the kernel would),
-//! the semantic evaluator (the API's words) and the Windows HNS ACLs (simulated; SCTP aside)
-//! agree on every (source, destination, protocol, port).
+//! Property: on random clusters and policies, the compiled IR (walked as the kernel would) and
+//! the semantic evaluator (the API's words) agree on every (source, destination, protocol,
+//! port). The dataplanes' renderings are held to the same in `npm/tests/renderings.rs`.
 
-mod common;
+use policy_compiler::testing as common;
 
 use std::net::IpAddr;
 
 use common::{cluster, QUERIES};
-use policy_compiler::compile::compile;
-use policy_compiler::hns;
-use policy_compiler::model::Protocol;
 use policy_compiler::reach::{reachability, Engine};
 use proptest::prelude::*;
 
@@ -24,17 +21,6 @@ proptest! {
             let compiled = reachability(&c, &externals, protocol, port, Engine::Compiled);
             for (s, k) in semantic.iter().zip(&compiled) {
                 prop_assert_eq!(s, k, "{}/{}: {} -> {}\npolicies: {:#?}", protocol, port, s.from, s.to, c.policies);
-            }
-            // The Windows rendering agrees too, except on SCTP (not expressible; reported).
-            if protocol != Protocol::Sctp {
-                let windows = hns::render(&compile(&c), &c, None);
-                let ip_of = |name: &str| -> IpAddr {
-                    c.pods.iter().find(|p| p.key() == name).and_then(|p| p.ip).unwrap_or_else(|| name.parse().unwrap())
-                };
-                for s in &semantic {
-                    let allowed = hns::evaluate(&windows, ip_of(&s.from), ip_of(&s.to), protocol, port);
-                    prop_assert_eq!(allowed, s.allowed, "HNS {}/{}: {} -> {}\npolicies: {:#?}", protocol, port, s.from, s.to, c.policies);
-                }
             }
         }
     }

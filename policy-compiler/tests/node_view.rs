@@ -2,7 +2,7 @@
 //! decides exactly that node's part of every verdict — the egress of its pods and the ingress
 //! of its pods — and the incremental compiler keeps a node's view equal to a full compile.
 
-mod common;
+use policy_compiler::testing as common;
 
 use std::net::IpAddr;
 

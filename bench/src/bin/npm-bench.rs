@@ -1,26 +1,30 @@
-//! npm-bench: the agent against a real kernel, inside a private network namespace it creates
-//! (and removes). On the seeded synthetic cluster it prints:
-//! - start → kernel fully programmed (compile, diff, render, ipset + iptables restore), and the
-//!   kernel's floor: the same final state loaded by raw `ipset restore` + `iptables-restore`
-//!   from files into a second fresh namespace, as a ratio;
+//! npm-bench: the agent against a real kernel, on both backends, side by side, on the same
+//! seeded clusters. Each (cluster, backend) runs in a child process (so its peak RSS is its
+//! own) inside a private network namespace it creates and removes, and measures:
+//! - start → kernel fully programmed (compile, diff, render, apply), and the tool floor: the
+//!   same final state loaded by the tools from files into a fresh namespace (iptables: raw
+//!   `ipset restore` + `iptables-restore`; nftables: `nft -f` of the same table);
 //! - pod event → kernel updated, p50/p99 over many label changes;
-//! - peak RSS of this process (it holds the agent and the generated cluster).
+//! - policy added → enforced, p50/p99 over new policies one at a time;
+//! - peak RSS of the child (it holds the agent and the generated cluster).
 //!
 //! Figures are printed, never asserted. `--small` is the CI smoke run.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bench::cluster::{cluster, peak_mib, pod};
+use bench::cluster::{cluster, peak_mib, pod, policy};
 use bench::node::{require_root, sh};
 use bench::stats::percentile_ms;
 use npm::agent::Agent;
 use npm::dataplane::exec::Process;
-use npm::dataplane::linux::Linux;
+use npm::dataplane::iptables::render::{ipset_restore, iptables_restore, Notes};
+use npm::dataplane::iptables::Iptables;
+use npm::dataplane::nftables::{render, text, Nftables};
+use npm::dataplane::Dataplane;
 use npm::source::Update;
 use policy_compiler::compile::compile;
 use policy_compiler::incremental::Event;
-use policy_compiler::render::{ipset_restore, iptables_restore, Notes};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 /// A namespace removed on drop.
@@ -47,101 +51,195 @@ fn enter(ns: &Netns) -> Result<(), String> {
     nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| e.to_string())
 }
 
-fn restore(ns: &Netns, program: &str, args: &[&str], input: &std::path::Path) -> Result<Duration, String> {
+fn load(ns: &Netns, program: &str, args: &[&str], input: &std::path::Path) -> Result<Duration, String> {
     let start = Instant::now();
-    let status = Command::new("ip")
+    let out = Command::new("ip")
         .args(["netns", "exec", &ns.0, program])
         .args(args)
         .stdin(std::fs::File::open(input).map_err(|e| e.to_string())?)
-        .status()
+        .output()
         .map_err(|e| e.to_string())?;
-    if !status.success() {
-        return Err(format!("{program} failed"));
+    if !out.status.success() {
+        return Err(format!("{program} failed: {}", String::from_utf8_lossy(&out.stderr)));
     }
     Ok(start.elapsed())
 }
 
-fn run(pods: usize, policies: usize, events: usize) -> Result<(), String> {
+/// The same final state, loaded by the tools from files into a fresh namespace.
+fn floor(backend: &str, c: &policy_compiler::model::Cluster) -> Result<Duration, String> {
+    let ns = Netns::new("floor")?;
+    let dir = std::env::temp_dir().join(format!("npm-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let ir = compile(c);
+    let took = match backend {
+        "nftables" => {
+            let file = dir.join("table.nft");
+            let rs = render::render(&ir).map_err(|e| e.to_string())?;
+            std::fs::write(&file, text::script(&rs)).map_err(|e| e.to_string())?;
+            load(&ns, "nft", &["-f", "-"], &file)?
+        }
+        _ => {
+            let (sets, rules) = (dir.join("sets"), dir.join("rules"));
+            std::fs::write(&sets, ipset_restore(&ir, &mut Notes::default())).map_err(|e| e.to_string())?;
+            std::fs::write(&rules, iptables_restore(&ir)).map_err(|e| e.to_string())?;
+            load(&ns, "ipset", &["restore"], &sets)? + load(&ns, "iptables-restore", &["--noflush"], &rules)?
+        }
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(took)
+}
+
+/// One (cluster, backend) run, in this process; prints one JSON line of figures.
+fn run(backend: &str, pods: usize, policies: usize, events: usize) -> Result<(), String> {
     require_root()?;
     let mut rng = StdRng::seed_from_u64(7);
     let c = cluster(pods, policies, &mut rng);
-    let ir = compile(&c);
-    println!(
-        "cluster: {pods} pods, {policies} policies → {} rules, {} sets, {} entries",
-        ir.rule_count(),
-        ir.sets.len(),
-        ir.member_count()
-    );
+    let floor = floor(backend, &c)?;
 
-    // The kernel's floor: the final state from files, into a fresh namespace.
-    let floor_ns = Netns::new("floor")?;
-    let dir = std::env::temp_dir().join(format!("npm-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let (sets_file, rules_file) = (dir.join("sets"), dir.join("rules"));
-    std::fs::write(&sets_file, ipset_restore(&ir, &mut Notes::default())).map_err(|e| e.to_string())?;
-    std::fs::write(&rules_file, iptables_restore(&ir)).map_err(|e| e.to_string())?;
-    let floor = restore(&floor_ns, "ipset", &["restore"], &sets_file)?
-        + restore(&floor_ns, "iptables-restore", &["--noflush"], &rules_file)?;
-    let _ = std::fs::remove_dir_all(&dir);
-    drop(floor_ns);
-    drop(ir);
-
-    // The agent: from the snapshot to the kernel programmed.
     let ns = Netns::new("agent")?;
     enter(&ns)?;
-    let dataplane = Linux::new(Box::new(Process::default())).map_err(|e| e.to_string())?;
+    let dataplane: Box<dyn Dataplane> = match backend {
+        "nftables" => Box::new(Nftables::new().map_err(|e| e.to_string())?),
+        _ => Box::new(Iptables::new(Box::new(Process::default())).map_err(|e| e.to_string())?),
+    };
     let mut agent = Agent::new(dataplane, None);
     let start = Instant::now();
     agent.handle(Update::Snapshot(c.clone()));
     let compiled = start.elapsed();
     agent.program().map_err(|e| e.to_string())?;
     let full = start.elapsed();
-    println!("  of which compile: {:.0} ms", compiled.as_secs_f64() * 1e3);
-    println!(
-        "start → programmed: {:.0} ms; kernel floor (raw restore of the same state): {:.0} ms; ratio {:.2}× (goal ≤ 1.5×)",
-        full.as_secs_f64() * 1e3,
-        floor.as_secs_f64() * 1e3,
-        full.as_secs_f64() / floor.as_secs_f64()
-    );
+    let installed = agent.dataplane.installed();
 
     // Pod events: a label change that moves the pod between selector sets, to the kernel.
-    let (mut samples, mut written) = (Vec::with_capacity(events), Vec::new());
+    let (mut pod_samples, mut written) = (Vec::with_capacity(events), Vec::new());
     for i in 0..events {
         let mut p = pod(i * 7919 % pods, &mut rng);
         p.labels.insert("app".into(), format!("a{}", rng.gen_range(0..50)));
         let start = Instant::now();
         agent.handle(Update::Events(vec![Event::UpsertPod(p)]));
         let wrote = agent.program().map_err(|e| e.to_string())?;
-        samples.push(start.elapsed());
+        pod_samples.push(start.elapsed());
         if wrote {
             written.push(start.elapsed());
         }
     }
-    println!(
-        "pod event → kernel: p50 {:.2} ms, p99 {:.2} ms over {events} label changes (goal p99 ≤ 10 ms); \
-         the {} that changed the kernel: p50 {:.2} ms, p99 {:.2} ms",
-        percentile_ms(&samples, 50.0),
-        percentile_ms(&samples, 99.0),
-        written.len(),
-        percentile_ms(&written, 50.0),
-        percentile_ms(&written, 99.0)
-    );
-    println!("peak RSS of the agent (with the generated cluster): {:.0} MiB (goal ≤ 100 MB)", peak_mib());
+    // Policies added one at a time, each to the kernel.
+    let mut policy_samples = Vec::new();
+    for i in 0..(events / 20).max(5) {
+        let p = policy(policies + i, &mut rng);
+        let start = Instant::now();
+        agent.handle(Update::Events(vec![Event::UpsertPolicy(p)]));
+        agent.program().map_err(|e| e.to_string())?;
+        policy_samples.push(start.elapsed());
+    }
+    let line = serde_json::json!({
+        "backend": backend,
+        "compile_ms": compiled.as_secs_f64() * 1e3,
+        "start_ms": full.as_secs_f64() * 1e3,
+        "floor_ms": floor.as_secs_f64() * 1e3,
+        "pod_p50": percentile_ms(&pod_samples, 50.0),
+        "pod_p99": percentile_ms(&pod_samples, 99.0),
+        "pod_written_p99": percentile_ms(&written, 99.0),
+        "pod_written": written.len(),
+        "policy_p50": percentile_ms(&policy_samples, 50.0),
+        "policy_p99": percentile_ms(&policy_samples, 99.0),
+        "rules": installed.rules,
+        "sets": installed.sets,
+        "entries": installed.entries,
+        "rss_mib": peak_mib(),
+    });
+    println!("{line}");
     drop(agent);
     drop(ns);
+    Ok(())
+}
+
+fn child(backend: &str, pods: usize, policies: usize, events: usize) -> Result<serde_json::Value, String> {
+    let me = std::env::current_exe().map_err(|e| e.to_string())?;
+    let out = Command::new(me)
+        .args(["--run", backend, &pods.to_string(), &policies.to_string(), &events.to_string()])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("{backend} {pods}x{policies}: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().unwrap_or_default()).map_err(|e| format!("{e}: {text}"))
+}
+
+fn table(pods: usize, policies: usize, events: usize) -> Result<(), String> {
+    let ipt = child("iptables", pods, policies, events)?;
+    let nft = child("nftables", pods, policies, events)?;
+    let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "\n{pods} pods, {policies} policies (iptables: {} rules, {} sets, {} entries; nftables: {} rules, {} sets/maps, {} elements)",
+        ipt["rules"], ipt["sets"], ipt["entries"], nft["rules"], nft["sets"], nft["entries"]
+    );
+    println!("{:<36} {:>12} {:>12} {:>10}", "", "iptables", "nftables", "nft/ipt");
+    let row = |label: &str, key: &str| {
+        let (a, b) = (f(&ipt, key), f(&nft, key));
+        println!("{label:<36} {a:>12.2} {b:>12.2} {:>9.2}x", b / a);
+    };
+    row("start -> programmed (ms)", "start_ms");
+    row("  of which compile (ms)", "compile_ms");
+    row("tool floor, same state (ms)", "floor_ms");
+    println!(
+        "{:<36} {:>11.2}x {:>11.2}x",
+        "start / its own tool floor",
+        f(&ipt, "start_ms") / f(&ipt, "floor_ms"),
+        f(&nft, "start_ms") / f(&nft, "floor_ms")
+    );
+    row("pod event -> kernel p50 (ms)", "pod_p50");
+    row("pod event -> kernel p99 (ms)", "pod_p99");
+    row("  events that wrote, p99 (ms)", "pod_written_p99");
+    row("policy added -> enforced p50 (ms)", "policy_p50");
+    row("policy added -> enforced p99 (ms)", "policy_p99");
+    row("peak RSS (MiB)", "rss_mib");
     Ok(())
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("npm-bench [--small]: the agent programming a real kernel in a private namespace (printed, never asserted)");
+        println!(
+            "npm-bench [--small] [--scales PODSxPOLICIES,...]: the agent programming a real kernel in a private\n\
+             namespace, iptables and nftables side by side on the same seeded clusters (printed, never asserted).\n\
+             Default scales: 5000x1000,5000x5000,20000x1000,20000x5000,100000x1000,100000x5000. Needs root."
+        );
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--run") {
+        let num = |k: usize| args.get(i + k).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let backend = args.get(i + 1).cloned().unwrap_or_default();
+        if let Err(e) = run(&backend, num(2), num(3), num(4)) {
+            eprintln!("npm-bench: {e}");
+            std::process::exit(1);
+        }
         return;
     }
     let small = args.iter().any(|a| a == "--small");
-    let (pods, policies, events) = if small { (1000, 100, 100) } else { (20000, 1000, 1000) };
-    if let Err(e) = run(pods, policies, events) {
-        eprintln!("npm-bench: {e}");
-        std::process::exit(1);
+    let scales: Vec<(usize, usize)> = if small {
+        vec![(1000, 100)]
+    } else if let Some(i) = args.iter().position(|a| a == "--scales") {
+        let list = args.get(i + 1).cloned().unwrap_or_default();
+        list.split(',')
+            .filter_map(|s| {
+                let (p, q) = s.split_once('x')?;
+                Some((p.parse().ok()?, q.parse().ok()?))
+            })
+            .collect()
+    } else {
+        [5000, 20000, 100000].iter().flat_map(|&p| [(p, 1000), (p, 5000)]).collect()
+    };
+    let events = if small { 100 } else { 1000 };
+    println!(
+        "npm-bench: goals at 20000 pods / 1000 policies: nftables start <= 0.25x iptables, pod event p99 <= 2 ms, \
+         RSS <= 100 MiB"
+    );
+    for (pods, policies) in scales {
+        if let Err(e) = table(pods, policies, events) {
+            eprintln!("npm-bench: {e}");
+            std::process::exit(1);
+        }
     }
 }

@@ -9,17 +9,25 @@
 //! agent takes it out once it has programmed that pod. DEL takes it out too. No agent on the
 //! node (no set): nothing to hold, nothing to do.
 //!
-//! One ipset netlink request per change (linux/netfilter/ipset/ip_set.h), no `ipset` process.
-//! Without NLM_F_EXCL the kernel treats adding a present entry and deleting a missing one as
-//! success (ipset's `-exist`).
+//! The agent programs either ipset + iptables or its own nftables table (`--dataplane`), so the
+//! hold goes to whichever holds a hold set: the ipset `azure-npm-new`, and the set `hold` of
+//! table `inet azure-npm` (both, after a switch of backend, until the agent removes the old).
+//!
+//! One ipset netlink request per change (linux/netfilter/ipset/ip_set.h), no `ipset` process;
+//! without NLM_F_EXCL the kernel treats adding a present entry and deleting a missing one as
+//! success (ipset's `-exist`). One nf_tables transaction for the nftables set.
 
 use std::net::Ipv4Addr;
 
-use super::nft::{attr, message, nested, strz, Nft, ENOENT, NLM_F_ACK, NLM_F_REQUEST};
+use nfnl::wire::{message, Attrs, NLA_F_NET_BYTEORDER, NLM_F_ACK, NLM_F_REQUEST};
+
+use super::nft::{MapRef, Nft, ENOENT};
 use crate::skel::error::{Error, Result};
 
 /// The set the agent creates (hash:ip, family inet) and the CNI fills.
 pub const HOLD_SET: &str = "azure-npm-new";
+/// The same set in the agent's nftables table.
+pub const NFT_HOLD: MapRef<'static> = MapRef { family: nfnl::family::INET, table: "azure-npm", set: "hold" };
 
 const NFNL_SUBSYS_IPSET: u16 = 6;
 const IPSET_CMD_ADD: u16 = 9;
@@ -30,7 +38,6 @@ const IPSET_ATTR_SETNAME: u16 = 2;
 const IPSET_ATTR_DATA: u16 = 7;
 const IPSET_ATTR_IP: u16 = 1;
 const IPSET_ATTR_IPADDR_IPV4: u16 = 1;
-const NLA_F_NET_BYTEORDER: u16 = 0x4000;
 const NFPROTO_IPV4: u8 = 2;
 
 /// Add or delete.
@@ -42,22 +49,29 @@ pub enum Op {
 
 /// The netlink request for one change.
 pub fn request(op: Op, set: &str, ip: Ipv4Addr, seq: u32) -> Vec<u8> {
-    let mut a = Vec::new();
-    attr(&mut a, IPSET_ATTR_PROTOCOL, &[IPSET_PROTOCOL]);
-    attr(&mut a, IPSET_ATTR_SETNAME, &strz(set));
-    nested(&mut a, IPSET_ATTR_DATA, |d| {
-        nested(d, IPSET_ATTR_IP, |i| attr(i, IPSET_ATTR_IPADDR_IPV4 | NLA_F_NET_BYTEORDER, &ip.octets()));
+    let mut a = Attrs::new();
+    a.bytes(IPSET_ATTR_PROTOCOL, &[IPSET_PROTOCOL]).str(IPSET_ATTR_SETNAME, set);
+    a.nested(IPSET_ATTR_DATA, |d| {
+        d.nested(IPSET_ATTR_IP, |i| {
+            i.bytes(IPSET_ATTR_IPADDR_IPV4 | NLA_F_NET_BYTEORDER, &ip.octets());
+        });
     });
     let cmd = match op {
         Op::Hold => IPSET_CMD_ADD,
         Op::Release => IPSET_CMD_DEL,
     };
-    message((NFNL_SUBSYS_IPSET << 8) | cmd, NLM_F_REQUEST | NLM_F_ACK, seq, NFPROTO_IPV4, 0, &a)
+    message((NFNL_SUBSYS_IPSET << 8) | cmd, NLM_F_REQUEST | NLM_F_ACK, seq, NFPROTO_IPV4, 0, &a.0)
 }
 
-/// Applies one change in the caller's network namespace. Returns false when there is no such
-/// set (no agent on this node).
+/// Applies one change in the caller's network namespace, to every hold set there is. Returns
+/// false when there is none (no agent on this node).
 pub fn change(nft: &mut Nft, op: Op, ip: Ipv4Addr) -> Result<bool> {
+    let in_nft = nft.set_key(NFT_HOLD, &ip.octets(), op == Op::Hold)?;
+    let in_ipset = ipset_change(nft, op, ip)?;
+    Ok(in_nft || in_ipset)
+}
+
+fn ipset_change(nft: &mut Nft, op: Op, ip: Ipv4Addr) -> Result<bool> {
     match nft.request(|seq| request(op, HOLD_SET, ip, seq))? {
         0 => Ok(true),
         ENOENT => Ok(false),

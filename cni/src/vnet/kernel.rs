@@ -298,8 +298,10 @@ impl Kernel for RealKernel<'_> {
             Step::Hold { ip } => {
                 if !hold::change(self.nft()?, hold::Op::Hold, *ip)? {
                     tracing::debug!(
-                        "no {} set: no policy agent on this node to hold {ip} for",
-                        hold::HOLD_SET
+                        "no hold set (ipset {}, nft inet {} {}): no policy agent on this node to hold {ip} for",
+                        hold::HOLD_SET,
+                        hold::NFT_HOLD.table,
+                        hold::NFT_HOLD.set
                     );
                 }
                 Ok(())

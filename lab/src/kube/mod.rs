@@ -499,7 +499,10 @@ fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
 mod tests {
     #[test]
     fn the_cni_and_the_agent_name_the_same_hold_set() {
-        assert_eq!(cni::vnet::hold::HOLD_SET, policy_compiler::render::HOLD_SET);
+        assert_eq!(cni::vnet::hold::HOLD_SET, npm::dataplane::iptables::render::HOLD_SET);
+        assert_eq!(cni::vnet::hold::NFT_HOLD.table, npm::dataplane::nftables::TABLE);
+        assert_eq!(cni::vnet::hold::NFT_HOLD.set, npm::dataplane::nftables::HOLD);
+        assert_eq!(cni::vnet::hold::NFT_HOLD.family, npm::dataplane::nftables::FAMILY);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_api;
+pub mod kernel;
 pub mod kube;
 
 use std::process::{Child, Command, Output};
@@ -23,6 +24,8 @@ pub fn require_root(what: &str) {
 pub struct Netns {
     pub name: String,
     pub children: Vec<Child>,
+    /// A handle on a namespace another `Netns` owns: dropping it removes nothing.
+    pub borrowed: bool,
 }
 
 impl Netns {
@@ -31,9 +34,14 @@ impl Netns {
         let name = format!("aznpm-{tag}-{}", std::process::id());
         let _ = Command::new("ip").args(["netns", "del", &name]).output();
         sh(&["ip", "netns", "add", &name]);
-        let ns = Netns { name, children: Vec::new() };
+        let ns = Netns { name, children: Vec::new(), borrowed: false };
         ns.run(&["ip", "link", "set", "lo", "up"]);
         ns
+    }
+
+    /// A handle for another thread (the namespace stays this one's to remove).
+    pub fn borrow(&self) -> Netns {
+        Netns { name: self.name.clone(), children: Vec::new(), borrowed: true }
     }
 
     pub fn command(&self, program: &str) -> Command {
@@ -89,7 +97,14 @@ impl Netns {
         let agent = self
             .command(NPM)
             .args(["start", "--source", "kube", "--kubeconfig", kubeconfig.to_str().unwrap()])
-            .args(["--verify-interval-secs", "1", "--metrics-addr", "127.0.0.1:10091"])
+            .args([
+                "--verify-interval-secs",
+                "1",
+                "--metrics-addr",
+                "127.0.0.1:10091",
+                "--dataplane",
+                "iptables",
+            ])
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(log).unwrap())
             .spawn()
@@ -100,21 +115,25 @@ impl Netns {
     /// The kernel holds exactly what the compiler makes of these YAML documents, hooks included.
     pub fn holds(&self, docs: &[&str]) -> bool {
         let cluster = policy_compiler::snapshot::Snapshot::from_yaml(&docs.join("\n---\n")).unwrap().cluster;
-        let expected = policy_compiler::readback::kernel_shape(&policy_compiler::compile::compile(&cluster));
+        let expected =
+            npm::dataplane::iptables::readback::kernel_shape(&policy_compiler::compile::compile(&cluster));
         let view = self.kernel();
         view.ir == expected && view.wired(&["FORWARD", "OUTPUT"])
     }
 
     /// The agent's rules and sets as the kernel lists them.
-    pub fn kernel(&self) -> policy_compiler::readback::KernelView {
+    pub fn kernel(&self) -> npm::dataplane::iptables::readback::KernelView {
         let sets = self.run(&["ipset", "save"]);
         let rules = self.run(&["iptables-save", "-t", "filter"]);
-        policy_compiler::readback::KernelView::read(&sets, &rules).unwrap()
+        npm::dataplane::iptables::readback::KernelView::read(&sets, &rules).unwrap()
     }
 }
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        if self.borrowed {
+            return;
+        }
         for c in &mut self.children {
             let _ = c.kill();
             let _ = c.wait();

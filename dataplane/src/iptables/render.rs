@@ -1,6 +1,6 @@
-//! The IR as text for the Linux kernel: one `ipset restore` script and one `iptables-restore`
-//! script (filter table, agent-owned chains only; where they are jumped to from is the agent's
-//! business). Pure and deterministic, so it is golden-tested.
+//! The IR as text for the ipset and iptables tools: one `ipset restore` script and one
+//! `iptables-restore` script (filter table, agent-owned chains only; the jumps into them are
+//! fixed by the backend). Pure and deterministic, so it is golden-tested.
 //!
 //! Chains: `AZURE-NPM` (entry: established traffic accepted, marks cleared, then the three
 //! below), `AZURE-NPM-ACCEPT`, `AZURE-NPM-EGRESS`, `AZURE-NPM-INGRESS`. Marks: egress allowed
@@ -8,8 +8,9 @@
 
 use std::fmt::Write;
 
-use crate::ir::{Action, Chain, IpSet, Ir, Member, Rule, SetKind};
-use crate::model::Protocol;
+use policy_compiler::incremental::Delta;
+use policy_compiler::ir::{Action, Chain, IpSet, Ir, Member, Rule, SetId, SetKind};
+use policy_compiler::model::Protocol;
 
 pub const ENTRY_CHAIN: &str = "AZURE-NPM";
 /// Addresses of pods the CNI attached that the agent has not programmed yet (azure-vnet's
@@ -56,7 +57,7 @@ fn member_text(m: &Member) -> Option<String> {
 pub const MAX_SET_MEMBERS: usize = 1 << 20;
 
 fn create_line(set: &IpSet) -> String {
-    format!("create {} {} family inet maxelem {MAX_SET_MEMBERS} -exist", set.name, kind_text(set.kind))
+    format!("create {} {} family inet maxelem {MAX_SET_MEMBERS} -exist", set.id, kind_text(set.kind()))
 }
 
 /// `ipset restore` input that creates every set (if missing) and fills it; members grouped by
@@ -77,9 +78,9 @@ fn add_members(out: &mut String, set: &IpSet, notes: &mut Notes) {
     for m in &set.members {
         match member_text(m) {
             Some(text) => {
-                let _ = writeln!(out, "add {} {text} -exist", set.name);
+                let _ = writeln!(out, "add {} {text} -exist", set.id);
             }
-            None => notes.0.push(format!("{} ({}): IPv6 member {m:?} not rendered", set.name, set.key)),
+            None => notes.0.push(format!("{} ({}): IPv6 member {m:?} not rendered", set.id, set.key)),
         }
     }
 }
@@ -149,8 +150,8 @@ pub fn iptables_restore(ir: &Ir) -> String {
 
 /// Whether adding `m` to `set` lets more traffic through: adding to an isolation set isolates
 /// (narrows), a `nomatch` entry carves an exception (narrows), anything else allows more.
-fn add_widens(set: &str, m: &Member) -> bool {
-    !crate::ir::is_isolation_set(set) && !matches!(m, Member::Net { nomatch: true, .. })
+fn add_widens(set: SetId, m: &Member) -> bool {
+    !set.is_isolation() && !matches!(m, Member::Net { nomatch: true, .. })
 }
 
 /// A delta as `ipset restore` scripts around the chain rewrite, ordered so that no state in
@@ -168,21 +169,21 @@ fn add_widens(set: &str, m: &Member) -> bool {
 pub struct IpsetPhases {
     pub narrow: String,
     pub widen: String,
-    pub destroy: Vec<String>,
+    pub destroy: Vec<SetId>,
 }
 
-pub fn ipset_delta(delta: &crate::incremental::Delta, notes: &mut Notes) -> IpsetPhases {
+pub fn ipset_delta(delta: &Delta, notes: &mut Notes) -> IpsetPhases {
     let mut narrow = String::new();
     for set in &delta.created {
         let _ = writeln!(narrow, "{}", create_line(set));
     }
-    let created: std::collections::BTreeSet<&str> = delta.created.iter().map(|s| s.name.as_str()).collect();
-    let widens = |name: &str, m: &Member| add_widens(name, m) && !created.contains(name);
+    let created: std::collections::BTreeSet<SetId> = delta.created.iter().map(|s| s.id).collect();
+    let widens = |id: SetId, m: &Member| add_widens(id, m) && !created.contains(&id);
     let mut widen = String::new();
     for phase_widens in [false, true] {
         let out = if phase_widens { &mut widen } else { &mut narrow };
         for (name, members) in &delta.removed {
-            for m in members.iter().filter(|m| widens(name, m) != phase_widens) {
+            for m in members.iter().filter(|m| widens(*name, m) != phase_widens) {
                 let text = match m {
                     Member::Net { net, .. } if net.addr().is_ipv4() => Some(net.to_string()),
                     other => member_text(other),
@@ -193,7 +194,7 @@ pub fn ipset_delta(delta: &crate::incremental::Delta, notes: &mut Notes) -> Ipse
             }
         }
         for (name, members) in &delta.added {
-            for m in members.iter().filter(|m| widens(name, m) == phase_widens) {
+            for m in members.iter().filter(|m| widens(*name, m) == phase_widens) {
                 match member_text(m) {
                     Some(text) => {
                         let _ = writeln!(out, "add {name} {text} -exist");
@@ -220,23 +221,25 @@ pub fn iptables_chains(chains: &[Vec<Rule>; 3]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::incremental::Delta;
+    use policy_compiler::ir::{SetDef, SetRole};
 
     #[test]
     fn narrowing_changes_run_before_the_rewrite_and_widening_ones_after() {
         let ip = |s: &str| Member::Ip(s.parse().unwrap());
         let net = |s: &str, nomatch| Member::Net { net: s.parse().unwrap(), nomatch };
+        let id = |text: &str| text.parse::<SetId>().unwrap();
+        let (x1, i2, n3) = (id("azn-x000000000001"), id("azn-i000000000002"), id("azn-n000000000003"));
         let delta = Delta {
             added: [
-                ("azn-x1".to_string(), [ip("10.0.0.1")].into()),
-                ("azn-i2".to_string(), [ip("10.0.0.2")].into()),
-                ("azn-n3".to_string(), [net("10.1.0.0/16", true), net("10.2.0.0/16", false)].into()),
+                (x1, [ip("10.0.0.1")].into()),
+                (i2, [ip("10.0.0.2")].into()),
+                (n3, [net("10.1.0.0/16", true), net("10.2.0.0/16", false)].into()),
             ]
             .into(),
             removed: [
-                ("azn-x1".to_string(), [ip("10.0.0.3")].into()),
-                ("azn-i2".to_string(), [ip("10.0.0.4")].into()),
-                ("azn-n3".to_string(), [net("10.2.0.0/16", true)].into()),
+                (x1, [ip("10.0.0.3")].into()),
+                (i2, [ip("10.0.0.4")].into()),
+                (n3, [net("10.2.0.0/16", true)].into()),
             ]
             .into(),
             ..Delta::default()
@@ -244,29 +247,35 @@ mod tests {
         let p = ipset_delta(&delta, &mut Notes::default());
         assert_eq!(
             p.narrow,
-            "del azn-i2 10.0.0.4 -exist\nadd azn-n3 10.1.0.0/16 nomatch -exist\nadd azn-x1 10.0.0.1 -exist\n"
+            "del azn-i000000000002 10.0.0.4 -exist\nadd azn-n000000000003 10.1.0.0/16 nomatch -exist\n\
+             add azn-x000000000001 10.0.0.1 -exist\n"
         );
         // A new set is filled before the rewrite: no rule uses it yet.
+        let i9 = SetId { role: SetRole::Ip, hash: 9 };
         let fresh = Delta {
-            created: vec![crate::ir::IpSet {
-                name: "azn-i9".into(),
-                kind: crate::ir::SetKind::HashIp,
+            created: vec![IpSet {
+                id: i9,
                 key: String::new(),
-                def: crate::ir::SetDef::Fixed,
+                def: SetDef::Fixed,
                 members: Default::default(),
             }],
-            added: [("azn-i9".to_string(), [ip("10.0.0.9")].into())].into(),
+            added: [(i9, [ip("10.0.0.9")].into())].into(),
             ..Delta::default()
         };
         let q = ipset_delta(&fresh, &mut Notes::default());
         assert_eq!(
             (q.narrow.as_str(), q.widen.as_str()),
-            ("create azn-i9 hash:ip family inet maxelem 1048576 -exist\nadd azn-i9 10.0.0.9 -exist\n", "")
+            (
+                "create azn-i000000000009 hash:ip family inet maxelem 1048576 -exist\n\
+                 add azn-i000000000009 10.0.0.9 -exist\n",
+                ""
+            )
         );
         // The exception 10.2.0.0/16 turns into an allowance: deleted, then added without nomatch.
         assert_eq!(
             p.widen,
-            "del azn-n3 10.2.0.0/16 -exist\ndel azn-x1 10.0.0.3 -exist\nadd azn-i2 10.0.0.2 -exist\nadd azn-n3 10.2.0.0/16 -exist\n"
+            "del azn-n000000000003 10.2.0.0/16 -exist\ndel azn-x000000000001 10.0.0.3 -exist\n\
+             add azn-i000000000002 10.0.0.2 -exist\nadd azn-n000000000003 10.2.0.0/16 -exist\n"
         );
     }
 }

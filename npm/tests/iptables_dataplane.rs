@@ -1,4 +1,4 @@
-//! The Linux dataplane against a real kernel, inside a network namespace this test creates:
+//! The iptables backend against a real kernel, inside a network namespace this test creates:
 //! a full program, an incremental pod change, a policy removal (its sets destroyed after the
 //! rules that used them), and cleanup leaving nothing behind.
 
@@ -6,7 +6,7 @@ mod common;
 
 use common::Netns;
 use npm::dataplane::exec::Exec;
-use npm::dataplane::linux::Linux;
+use npm::dataplane::iptables::Iptables;
 use npm::dataplane::Dataplane;
 use policy_compiler::incremental::{diff, Compiler, Event};
 use policy_compiler::snapshot::Snapshot;
@@ -24,7 +24,7 @@ fn programs_updates_and_cleans_up_a_real_kernel() {
     ))
     .unwrap();
     let mut compiler = Compiler::new(Snapshot::from_yaml(&yaml).unwrap().cluster);
-    let mut dp = Linux::new(Box::new(ns.process())).unwrap();
+    let mut dp = Iptables::new(Box::new(ns.process())).unwrap();
     dp.apply(&diff(&Default::default(), compiler.ir())).unwrap();
 
     let save = ns.process().run("iptables-save", &["-t", "filter"], "").unwrap();
@@ -32,7 +32,7 @@ fn programs_updates_and_cleans_up_a_real_kernel() {
     assert_eq!(save.matches("-A AZURE-NPM-INGRESS").count(), compiler.ir().ingress.len());
     let sets = ns.process().run("ipset", &["list", "-n"], "").unwrap();
     for name in compiler.ir().sets.keys() {
-        assert!(sets.lines().any(|l| l == name), "{name} missing from the kernel");
+        assert!(sets.lines().any(|l| l == name.to_string()), "{name} missing from the kernel");
     }
     let again = diff(&Default::default(), compiler.ir());
     dp.apply(&again).unwrap(); // programming the same state twice is harmless
@@ -43,7 +43,7 @@ fn programs_updates_and_cleans_up_a_real_kernel() {
 
     // y/b loses the label that let it reach x/a: it leaves that peer's set.
     let mut pod = compiler.cluster().pod("y/b").unwrap().clone();
-    let peer = compiler.ir().sets.values().find(|s| s.key.contains("pod{pod=b}")).unwrap().name.clone();
+    let peer = compiler.ir().sets.values().find(|s| s.key.contains("pod{pod=b}")).unwrap().id.to_string();
     assert!(members(&ns, &peer).contains("10.0.2.2"));
     pod.labels.insert("pod".into(), "bee".into());
     let delta = compiler.apply(Event::UpsertPod(pod));
@@ -57,7 +57,7 @@ fn programs_updates_and_cleans_up_a_real_kernel() {
     assert!(dp.pending_destroy.is_empty(), "{:?}", dp.pending_destroy);
     let sets = ns.process().run("ipset", &["list", "-n"], "").unwrap();
     for gone in &delta.destroyed {
-        assert!(!sets.lines().any(|l| l == gone), "{gone} should be destroyed");
+        assert!(!sets.lines().any(|l| l == gone.to_string()), "{gone} should be destroyed");
     }
 
     dp.cleanup().unwrap();

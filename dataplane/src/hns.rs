@@ -17,8 +17,8 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::ir::{Action, IpSet, Ir, Member, Rule, SetKind};
-use crate::model::{Cluster, Protocol};
+use policy_compiler::ir::{Action, IpSet, Ir, Member, Rule, SetId, SetKind};
+use policy_compiler::model::{Cluster, Protocol};
 
 pub const MAX_PORT_LIST: u32 = 64;
 const NODE_PRIORITY: u16 = 100;
@@ -94,7 +94,7 @@ pub fn subtract(net: IpNet, holes: &[IpNet]) -> Vec<IpNet> {
 
 /// A set as HNS remote addresses (`None`: it cannot be written as addresses).
 fn addresses(set: &IpSet) -> Option<Vec<String>> {
-    match set.kind {
+    match set.kind() {
         SetKind::HashIp => Some(
             set.members
                 .iter()
@@ -139,9 +139,9 @@ fn port_list(lo: u16, hi: u16) -> Option<String> {
 }
 
 /// Is `ip` in the set (any set a rule names as source or destination; no set means any)?
-fn member_of(ir: &Ir, set: &Option<String>, ip: IpAddr) -> bool {
+fn member_of(ir: &Ir, set: &Option<SetId>, ip: IpAddr) -> bool {
     set.as_ref().is_none_or(|s| {
-        ir.sets.get(s).is_some_and(|set| crate::compiled::contains(set, ip, Protocol::Tcp, 0))
+        ir.sets.get(s).is_some_and(|set| policy_compiler::compiled::contains(set, ip, Protocol::Tcp, 0))
     })
 }
 
@@ -247,11 +247,10 @@ fn rule_acls(
 pub fn render(ir: &Ir, cluster: &Cluster, node: Option<&str>) -> Rendered {
     let mut out = Rendered::default();
     let isolated = |ingress: bool| {
-        let set = ir
-            .sets
-            .values()
-            .find(|s| matches!(s.def, crate::ir::SetDef::Isolated { ingress: i, .. } if i == ingress));
-        set.map(|s| s.name.clone()).unwrap_or_default()
+        let set = ir.sets.values().find(
+            |s| matches!(s.def, policy_compiler::ir::SetDef::Isolated { ingress: i, .. } if i == ingress),
+        );
+        set.map(|s| s.id)
     };
     let mut pods: Vec<_> =
         cluster.pods.iter().filter(|p| node.is_none_or(|n| p.node.as_deref() == Some(n))).collect();
@@ -276,8 +275,9 @@ pub fn render(ir: &Ir, cluster: &Cluster, node: Option<&str>) -> Rendered {
                 }
             }
             let direction = if ingress { "In" } else { "Out" };
-            let is_isolated =
-                ir.sets.get(&isolated(ingress)).is_some_and(|s| s.members.contains(&Member::Ip(ip)));
+            let is_isolated = isolated(ingress)
+                .and_then(|id| ir.sets.get(&id))
+                .is_some_and(|s| s.members.contains(&Member::Ip(ip)));
             acls.push(if is_isolated {
                 acl(&format!("isolated {}", direction.to_lowercase()), "Block", direction, ISOLATION_PRIORITY)
             } else {

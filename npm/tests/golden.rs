@@ -1,13 +1,13 @@
 //! Golden files: the ipset and iptables-restore text, and the Windows HNS ACLs, of some
 //! conformance cases. Refresh with
-//! `UPDATE_GOLDEN=1 cargo test -p policy-compiler --test golden` after an intended change,
+//! `UPDATE_GOLDEN=1 cargo test -p npm --test golden` after an intended change,
 //! then review the diff; never edit them by hand.
 
 use std::path::PathBuf;
 
+use npm::dataplane::hns;
+use npm::dataplane::iptables::render::{ipset_restore, iptables_restore, Notes};
 use policy_compiler::compile::compile;
-use policy_compiler::hns;
-use policy_compiler::render::{ipset_restore, iptables_restore, Notes};
 use policy_compiler::snapshot::Snapshot;
 
 const CASES: [&str; 5] = [

@@ -1,15 +1,16 @@
-//! Random clusters and policies for the property tests.
-#![allow(dead_code)]
+//! Random clusters and policies for property tests: the compiler's own, and the dataplanes'
+//! (feature `testing`).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use ipnet::IpNet;
-use policy_compiler::model::{
+use crate::incremental::Event;
+use crate::model::{
     Cluster, ContainerPort, Labels, Namespace, NetworkPolicy, Node, Peer, Pod, PortRef, PortSpec, Protocol,
     Rule,
 };
-use policy_compiler::selector::{Op, Requirement, Selector};
+use crate::selector::{Op, Requirement, Selector};
+use ipnet::IpNet;
 use proptest::prelude::*;
 
 pub const NAMESPACES: [&str; 3] = ["x", "y", "z"];
@@ -174,3 +175,46 @@ pub fn make_pod(
             .collect(),
     }
 }
+
+/// A random cluster event (pods come and go, change labels and reuse addresses; namespaces,
+/// policies and nodes change).
+pub fn event() -> impl Strategy<Value = Event> {
+    let pod = (
+        0..3usize,
+        0..10usize,
+        labels(&["app", "tier"]),
+        // A small address pool, so pods share and reuse addresses.
+        proptest::option::weighted(0.9, 1..12u8),
+        proptest::option::of(0..2usize),
+        proptest::sample::subsequence(vec![0, 1, 2, 3, 4], 0..4),
+    )
+        .prop_map(|(ns, i, labels, ip, node, ports)| {
+            Event::UpsertPod(make_pod(
+                ns,
+                i,
+                labels,
+                ip.map(|last| IpAddr::from([10, 0, 0, last])),
+                node,
+                &ports,
+            ))
+        });
+    prop_oneof![
+        5 => pod,
+        2 => (0..3usize, 0..10usize)
+            .prop_map(|(ns, i)| Event::DeletePod { namespace: NAMESPACES[ns].into(), name: format!("p{i}") }),
+        1 => (0..3usize, labels(&["ns", "env"])).prop_map(|(ns, mut l)| {
+            l.insert("kubernetes.io/metadata.name".into(), NAMESPACES[ns].into());
+            Event::UpsertNamespace(Namespace { name: NAMESPACES[ns].into(), labels: l })
+        }),
+        1 => (policy(), 0..4usize).prop_map(|(mut p, i)| {
+            p.name = format!("np{i}");
+            Event::UpsertPolicy(p)
+        }),
+        1 => (0..3usize, 0..4usize)
+            .prop_map(|(ns, i)| Event::DeletePolicy { namespace: NAMESPACES[ns].into(), name: format!("np{i}") }),
+        1 => (0..3u8).prop_map(|n| Event::UpsertNode(Node { name: format!("n{n}"), internal_ip: Some(IpAddr::from([10, 240, 0, n + 9])) })),
+        1 => (0..3u8).prop_map(|n| Event::DeleteNode(format!("n{n}"))),
+    ]
+}
+
+pub mod conformance;

@@ -4,19 +4,19 @@
 //!
 //! Only what the agent owns is read: sets named `azn-*`, the chains `AZURE-NPM*`, and the
 //! jumps to `AZURE-NPM` from built-in chains. Sets read back have no key or definition (the
-//! kernel does not keep them): `SetDef::Fixed` and an empty key. A rule in an agent chain that
-//! does not read as one the renderer writes is reported, never guessed at.
+//! kernel does not keep them): `SetDef::Fixed` and an empty key. A set or rule of the agent's
+//! that does not read as one the renderer writes is reported, never guessed at.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::ir::{Action, Chain, IpSet, Ir, Member, Rule, SetDef, SetKind};
-use crate::model::Protocol;
-use crate::render::{iptables_restore, ENTRY_CHAIN};
+use policy_compiler::ir::{Action, Chain, IpSet, Ir, Member, Rule, SetDef, SetId, SetKind, SET_PREFIX};
+use policy_compiler::model::Protocol;
 
-pub const SET_PREFIX: &str = "azn-";
+use super::render::{iptables_restore, EGRESS_MARK, ENTRY_CHAIN, INGRESS_MARK};
+use crate::error::{Error, Result};
 
 /// What the kernel holds of the agent's state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -34,7 +34,7 @@ pub struct KernelView {
 
 impl KernelView {
     /// Reads both tools' output; errors only on text that is not their format at all.
-    pub fn read(ipset_save: &str, iptables_save: &str) -> Result<KernelView, String> {
+    pub fn read(ipset_save: &str, iptables_save: &str) -> Result<KernelView> {
         let mut view = KernelView::default();
         read_sets(ipset_save, &mut view)?;
         read_rules(iptables_save, &mut view)?;
@@ -58,9 +58,9 @@ pub fn kernel_shape(ir: &Ir) -> Ir {
     let sets = ir
         .sets
         .iter()
-        .map(|(name, set)| {
+        .map(|(id, set)| {
             let members = set.members.iter().filter(|m| m.is_v4()).cloned().collect();
-            (name.clone(), IpSet { key: String::new(), def: SetDef::Fixed, members, ..set.clone() })
+            (*id, IpSet { key: String::new(), def: SetDef::Fixed, members, ..set.clone() })
         })
         .collect();
     let shape = |rules: &[Rule]| -> Vec<Rule> {
@@ -69,31 +69,33 @@ pub fn kernel_shape(ir: &Ir) -> Ir {
     Ir { sets, accept: shape(&ir.accept), egress: shape(&ir.egress), ingress: shape(&ir.ingress) }
 }
 
-fn read_sets(text: &str, view: &mut KernelView) -> Result<(), String> {
+fn not_format(tool: &'static str, line: usize, text: &str) -> Error {
+    Error::KernelText { tool, line, text: text.chars().take(200).collect() }
+}
+
+fn read_sets(text: &str, view: &mut KernelView) -> Result<()> {
     for (n, line) in text.lines().enumerate() {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
             [] => {}
             ["create", name, kind, ..] if name.starts_with(SET_PREFIX) => {
-                let Some(kind) = set_kind(kind) else {
-                    view.problems.push(format!("set {name} has type {kind}, which the agent never makes"));
+                let Ok(id) = name.parse::<SetId>() else {
+                    view.problems.push(format!("set {name} is not named as the agent names sets"));
                     continue;
                 };
-                let set = IpSet {
-                    name: name.to_string(),
-                    kind,
-                    key: String::new(),
-                    def: SetDef::Fixed,
-                    members: BTreeSet::new(),
-                };
-                view.ir.sets.insert(name.to_string(), set);
+                if set_kind(kind) != Some(id.kind()) {
+                    view.problems.push(format!("set {name} has type {kind}, which the agent never makes it"));
+                    continue;
+                }
+                let set = IpSet { id, key: String::new(), def: SetDef::Fixed, members: BTreeSet::new() };
+                view.ir.sets.insert(id, set);
             }
             ["add", name, rest @ ..] if name.starts_with(SET_PREFIX) => {
-                let Some(set) = view.ir.sets.get_mut(*name) else {
+                let Some(set) = name.parse::<SetId>().ok().and_then(|id| view.ir.sets.get_mut(&id)) else {
                     view.problems.push(format!("line {}: member of unknown set {name}", n + 1));
                     continue;
                 };
-                match member(set.kind, rest) {
+                match member(set.kind(), rest) {
                     Some(m) => {
                         set.members.insert(m);
                     }
@@ -101,7 +103,7 @@ fn read_sets(text: &str, view: &mut KernelView) -> Result<(), String> {
                 }
             }
             ["create" | "add", ..] => {}
-            _ => return Err(format!("ipset save line {}: not ipset's format: {line:?}", n + 1)),
+            _ => return Err(not_format("ipset save", n + 1, line)),
         }
     }
     Ok(())
@@ -141,7 +143,7 @@ fn member(kind: SetKind, words: &[&str]) -> Option<Member> {
     }
 }
 
-fn read_rules(text: &str, view: &mut KernelView) -> Result<(), String> {
+fn read_rules(text: &str, view: &mut KernelView) -> Result<()> {
     let expected_entry: Vec<Vec<String>> = iptables_restore(&Ir::default())
         .lines()
         .filter(|l| l.starts_with(&format!("-A {ENTRY_CHAIN} ")))
@@ -168,10 +170,10 @@ fn read_rules(text: &str, view: &mut KernelView) -> Result<(), String> {
             }
             continue;
         }
-        let w = words(line).map_err(|e| format!("iptables-save line {}: {e}", n + 1))?;
+        let w = words(line).ok_or_else(|| not_format("iptables-save", n + 1, line))?;
         let (chain, args) = match w.as_slice() {
             [a, chain, args @ ..] if a == "-A" => (chain.as_str(), args),
-            _ => return Err(format!("iptables-save line {}: not a rule: {line:?}", n + 1)),
+            _ => return Err(not_format("iptables-save", n + 1, line)),
         };
         if chain == ENTRY_CHAIN {
             entry.push(w.clone());
@@ -201,13 +203,14 @@ fn agent_chain(name: &str) -> Option<Chain> {
     [Chain::Accept, Chain::Egress, Chain::Ingress].into_iter().find(|c| c.to_string() == name)
 }
 
-/// Splits a rule line into words; a double-quoted word may hold spaces.
-fn words(line: &str) -> Result<Vec<String>, String> {
+/// Splits a rule line into words; a double-quoted word may hold spaces. `None`: a quote that
+/// never closes.
+fn words(line: &str) -> Option<Vec<String>> {
     let mut out = Vec::new();
     let mut chars = line.chars().peekable();
     loop {
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
-        let Some(&first) = chars.peek() else { return Ok(out) };
+        let Some(&first) = chars.peek() else { return Some(out) };
         let mut word = String::new();
         if first == '"' {
             chars.next();
@@ -216,7 +219,7 @@ fn words(line: &str) -> Result<Vec<String>, String> {
                     Some('\\') => word.extend(chars.next()),
                     Some('"') => break,
                     Some(c) => word.push(c),
-                    None => return Err("unterminated quote".into()),
+                    None => return None,
                 }
             }
         } else {
@@ -229,7 +232,7 @@ fn words(line: &str) -> Result<Vec<String>, String> {
 }
 
 /// One rule of an agent chain, as `render::rule_text` writes it (options in any order).
-fn rule(chain: Chain, args: &[String]) -> Result<Rule, String> {
+fn rule(chain: Chain, args: &[String]) -> std::result::Result<Rule, String> {
     let mut r = Rule {
         comment: String::new(),
         src_set: None,
@@ -239,7 +242,7 @@ fn rule(chain: Chain, args: &[String]) -> Result<Rule, String> {
         dst_named_port: None,
         action: Action::Accept,
     };
-    let mark = if chain == Chain::Egress { crate::render::EGRESS_MARK } else { crate::render::INGRESS_MARK };
+    let mark = if chain == Chain::Egress { EGRESS_MARK } else { INGRESS_MARK };
     let mut negated_mark = false;
     let mut target = None;
     let mut set_mark = None;
@@ -253,11 +256,13 @@ fn rule(chain: Chain, args: &[String]) -> Result<Rule, String> {
             }
             "-m" => i += 2,
             "--match-set" => {
-                let name = arg(i + 1)?.to_string();
+                let name = arg(i + 1)?;
+                let id =
+                    name.parse::<SetId>().map_err(|_| format!("set {name} is not one the agent makes"))?;
                 match arg(i + 2)? {
-                    "src" => r.src_set = Some(name),
-                    "dst" => r.dst_set = Some(name),
-                    "dst,dst" => r.dst_named_port = Some(name),
+                    "src" => r.src_set = Some(id),
+                    "dst" => r.dst_set = Some(id),
+                    "dst,dst" => r.dst_named_port = Some(id),
                     other => return Err(format!("set matched on {other}")),
                 }
                 i += 3;
@@ -302,10 +307,10 @@ fn rule(chain: Chain, args: &[String]) -> Result<Rule, String> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::render::{ipset_restore, Notes};
     use super::*;
-    use crate::compile::compile;
-    use crate::render::{ipset_restore, Notes};
-    use crate::snapshot::Snapshot;
+    use policy_compiler::compile::compile;
+    use policy_compiler::snapshot::Snapshot;
 
     fn case(name: &str) -> Ir {
         let path = format!("{}/../testdata/policy/{name}", env!("CARGO_MANIFEST_DIR"));

@@ -1,26 +1,38 @@
-//! The Linux dataplane: each delta is at most one `ipset -exist restore` that only narrows
-//! (new sets, isolation, removals from allow sets) before a single atomic `iptables-restore
-//! --noflush` of the agent's chains and one that widens after it (see `render::ipset_delta`:
-//! no state in between allows more than the old or the new one); sets are destroyed last, in
-//! one batch, and a set the kernel still holds is left for the next round rather than failing
-//! the apply. The entry chain is jumped to from FORWARD (bridged pod traffic passes it when
-//! br_netfilter is on) and OUTPUT (traffic from the node itself).
+//! The ipset + iptables backend: each delta is at most one `ipset -exist restore` that only
+//! narrows (new sets, isolation, removals from allow sets) before a single atomic
+//! `iptables-restore --noflush` of the agent's chains and one that widens after it (see
+//! `render::ipset_delta`: no state in between allows more than the old or the new one); sets
+//! are destroyed last, in one batch, and a set the kernel still holds is left for the next
+//! round rather than failing the apply. The entry chain is jumped to from FORWARD (bridged pod
+//! traffic passes it when br_netfilter is on) and OUTPUT (traffic from the node itself).
 
+pub mod readback;
+pub mod render;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use policy_compiler::compiled;
 use policy_compiler::incremental::Delta;
-use policy_compiler::readback::KernelView;
-use policy_compiler::render::{self, Notes, ENTRY_CHAIN, HOLD_SET};
+use policy_compiler::ir::{Ir, Member, Rule, SetId};
+use policy_compiler::model::Protocol;
 
-use super::exec::Exec;
-use super::Dataplane;
+use self::readback::{kernel_shape, KernelView};
+use self::render::{Notes, ENTRY_CHAIN, HOLD_SET};
+use crate::choice::{reported, Variant};
 use crate::error::{Error, Result};
+use crate::exec::Exec;
+use crate::{v4_members, Dataplane, Drift, Installed, KernelTrace};
 
 /// The built-in chains that jump to the agent's entry chain.
 pub const HOOKS: [&str; 2] = ["FORWARD", "OUTPUT"];
 
-pub struct Linux {
+pub struct Iptables {
     exec: Box<dyn Exec>,
-    /// `nf_tables` or `legacy`, from `iptables --version`.
-    pub backend: String,
+    /// Which iptables (nf_tables-based or legacy), and the save/restore programs for it.
+    pub variant: Variant,
+    save: &'static str,
+    restore: &'static str,
     /// Sets the kernel refused to destroy (still referenced); retried on the next apply.
     pub pending_destroy: Vec<String>,
     /// A pause after each step of an apply, so tests can observe and kill in between
@@ -31,31 +43,66 @@ pub struct Linux {
     known_jumps: Option<Vec<String>>,
     /// The hold set (render::HOLD_SET) exists: made by this process or seen at the last read.
     hold_ready: bool,
+    /// The agent's chains as programmed (accept, egress, ingress), and whether the hooks and
+    /// the entry chain were intact at the last read: when not, the next apply rewrites the
+    /// chains (which fixes both) even if the delta leaves them alone.
+    chains: [Vec<Rule>; 3],
+    wired: bool,
+    /// IPv4 members of each set programmed (what `ipset list` shows, the hold set aside),
+    /// and their sum; kept in step with the deltas (a pod event costs its own members).
+    members: HashMap<SetId, usize>,
+    entries: usize,
 }
 
-impl Linux {
-    /// Detects the iptables backend; refuses to start when it cannot tell.
-    pub fn new(exec: Box<dyn Exec>) -> Result<Linux> {
+impl Iptables {
+    /// The variant `iptables --version` reports; refuses to start when it cannot tell.
+    pub fn new(exec: Box<dyn Exec>) -> Result<Iptables> {
         let version = exec.run("iptables", &["--version"], "")?;
-        let backend = if version.contains("nf_tables") {
-            "nf_tables"
-        } else if version.contains("legacy") {
-            "legacy"
-        } else {
-            return Err(Error::UnknownBackend(version.trim().to_string()));
+        let variant = reported(&version).ok_or_else(|| Error::UnknownBackend(version.trim().to_string()))?;
+        Ok(Iptables::build(exec, variant, Some(variant)))
+    }
+
+    /// A given variant (chosen by evidence, `choice`): the plain `iptables-save`/`-restore`
+    /// when they are that variant, else `iptables-legacy-…` or `iptables-nft-…`.
+    pub fn for_variant(exec: Box<dyn Exec>, variant: Variant) -> Iptables {
+        let plain = exec.run("iptables", &["--version"], "").ok().and_then(|v| reported(&v));
+        Iptables::build(exec, variant, plain)
+    }
+
+    fn build(exec: Box<dyn Exec>, variant: Variant, plain: Option<Variant>) -> Iptables {
+        let (save, restore) = match (plain == Some(variant), variant) {
+            (true, _) => ("iptables-save", "iptables-restore"),
+            (false, Variant::Nft) => ("iptables-nft-save", "iptables-nft-restore"),
+            (false, Variant::Legacy) => ("iptables-legacy-save", "iptables-legacy-restore"),
         };
         let step_delay = std::env::var("AZURE_NPM_TEST_STEP_DELAY_MS")
             .ok()
             .and_then(|v| v.parse().ok())
             .map(std::time::Duration::from_millis);
-        Ok(Linux {
+        Iptables {
             exec,
-            backend: backend.to_string(),
+            variant,
+            save,
+            restore,
             pending_destroy: Vec::new(),
             step_delay,
             known_jumps: None,
             hold_ready: false,
-        })
+            chains: Default::default(),
+            wired: false,
+            members: HashMap::new(),
+            entries: 0,
+        }
+    }
+
+    /// Reads what the kernel holds of the agent's (`ipset save`, `iptables-save`).
+    pub fn read(&mut self) -> Result<KernelView> {
+        let sets = self.exec.run("ipset", &["save"], "")?;
+        let rules = self.exec.run(self.save, &["-t", "filter"], "")?;
+        let view = KernelView::read(&sets, &rules)?;
+        self.hold_ready = sets.lines().any(|l| l.starts_with(&format!("create {HOLD_SET} ")));
+        self.known_jumps = Some(view.jumps.clone());
+        Ok(view)
     }
 
     fn pause(&self) {
@@ -73,7 +120,7 @@ impl Linux {
 
     /// Adds the jumps into the entry chain where they are missing (first position).
     fn ensure_jumps(&self) -> Result<()> {
-        let save = self.exec.run("iptables-save", &["-t", "filter"], "")?;
+        let save = self.exec.run(self.save, &["-t", "filter"], "")?;
         let mut script = String::from("*filter\n");
         for hook in HOOKS {
             let jump = format!("-A {hook} -j {ENTRY_CHAIN}");
@@ -82,7 +129,7 @@ impl Linux {
             }
         }
         if script.len() > "*filter\n".len() {
-            self.exec.run("iptables-restore", &["-w", "10", "--noflush"], &(script + "COMMIT\n"))?;
+            self.exec.run(self.restore, &["-w", "10", "--noflush"], &(script + "COMMIT\n"))?;
         }
         Ok(())
     }
@@ -140,61 +187,114 @@ impl Linux {
         }
         self.pending_destroy = keep;
     }
+
+    /// Follows a delta in the per-set member counts.
+    fn count(&mut self, delta: &Delta) {
+        let v4 = |s: &std::collections::BTreeSet<Member>| s.iter().filter(|x| x.is_v4()).count();
+        for set in &delta.created {
+            self.members.entry(set.id).or_insert(0);
+        }
+        for (id, m) in &delta.added {
+            *self.members.entry(*id).or_default() += v4(m);
+            self.entries += v4(m);
+        }
+        for (id, m) in &delta.removed {
+            let n = self.members.entry(*id).or_default();
+            let gone = v4(m).min(*n);
+            *n -= gone;
+            self.entries -= gone;
+        }
+        for id in &delta.destroyed {
+            self.entries -= self.members.remove(id).unwrap_or(0);
+        }
+    }
 }
 
-impl Dataplane for Linux {
-    fn read(&mut self) -> Result<KernelView> {
-        let sets = self.exec.run("ipset", &["save"], "")?;
-        let rules = self.exec.run("iptables-save", &["-t", "filter"], "")?;
-        let view = KernelView::read(&sets, &rules).map_err(Error::Input)?;
-        self.hold_ready = sets.lines().any(|l| l.starts_with(&format!("create {HOLD_SET} ")));
-        self.known_jumps = Some(view.jumps.clone());
-        Ok(view)
+impl Dataplane for Iptables {
+    fn name(&self) -> &'static str {
+        "iptables"
+    }
+
+    fn adopt(&mut self) -> Result<Ir> {
+        let view = self.read()?;
+        if !view.problems.is_empty() {
+            tracing::warn!("kernel state the agent does not recognise: {}", view.problems.join("; "));
+        }
+        self.wired = view.wired(&HOOKS) && view.problems.is_empty();
+        tracing::info!(
+            "adopted kernel state: {} sets, {} rules, hooks {}",
+            view.ir.sets.len(),
+            view.ir.rule_count(),
+            if self.wired { "intact" } else { "incomplete" }
+        );
+        self.chains = [view.ir.accept.clone(), view.ir.egress.clone(), view.ir.ingress.clone()];
+        self.members = view
+            .ir
+            .sets
+            .iter()
+            .map(|(id, s)| (*id, s.members.iter().filter(|m| m.is_v4()).count()))
+            .collect();
+        self.entries = v4_members(&view.ir);
+        Ok(view.ir)
+    }
+
+    fn drift(&mut self, expected: &Ir) -> Result<Vec<Drift>> {
+        let view = self.read()?;
+        Ok(drift(&view, &kernel_shape(expected)))
     }
 
     fn apply(&mut self, delta: &Delta) -> Result<()> {
         let mut notes = Notes::default();
         let phases = render::ipset_delta(delta, &mut notes);
+        // Rewriting the chains also restores the entry chain and the hooks.
+        let chains = match &delta.chains {
+            Some(c) => Some(c),
+            None if !self.wired => Some(&self.chains),
+            None => None,
+        };
         // The entry chain refers to the hold set, so it exists before any chain rewrite.
-        let narrow = match delta.chains {
+        let narrow = match chains {
             Some(_) if !self.hold_ready => {
                 format!("create {HOLD_SET} hash:ip family inet -exist\n{}", phases.narrow)
             }
             _ => phases.narrow.clone(),
         };
         self.ipset_restore(&narrow)?;
-        self.hold_ready |= delta.chains.is_some();
+        self.hold_ready |= chains.is_some();
         self.pause();
-        if let Some(chains) = &delta.chains {
+        if let Some(chains) = chains {
             let script = render::iptables_chains(chains);
             match &self.known_jumps {
                 Some(jumps) => {
                     let fixes = Self::hook_fixes(jumps);
                     let body = script.strip_suffix("COMMIT\n").unwrap_or(&script);
                     self.exec.run(
-                        "iptables-restore",
+                        self.restore,
                         &["-w", "10", "--noflush"],
                         &format!("{body}{fixes}COMMIT\n"),
                     )?;
                     self.known_jumps = Some(HOOKS.iter().map(|h| h.to_string()).collect());
                 }
                 None => {
-                    self.exec.run("iptables-restore", &["-w", "10", "--noflush"], &script)?;
+                    self.exec.run(self.restore, &["-w", "10", "--noflush"], &script)?;
                     self.ensure_jumps()?;
                 }
             }
+            self.chains = chains.clone();
+            self.wired = true;
             self.pause();
         }
         self.ipset_restore(&phases.widen)?;
         self.pause();
         let mut names = std::mem::take(&mut self.pending_destroy);
-        names.extend(phases.destroy);
+        names.extend(phases.destroy.iter().map(|id| id.to_string()));
         self.destroy(names);
+        self.count(delta);
         Ok(())
     }
 
     fn cleanup(&mut self) -> Result<()> {
-        let save = self.exec.run("iptables-save", &["-t", "filter"], "")?;
+        let save = self.exec.run(self.save, &["-t", "filter"], "")?;
         let mut script = String::from("*filter\n");
         for hook in HOOKS {
             let jump = format!("-A {hook} -j {ENTRY_CHAIN}");
@@ -214,24 +314,79 @@ impl Dataplane for Linux {
         for chain in &ours {
             script += &format!("-X {chain}\n");
         }
-        self.exec.run("iptables-restore", &["-w", "10", "--noflush"], &(script + "COMMIT\n"))?;
+        self.exec.run(self.restore, &["-w", "10", "--noflush"], &(script + "COMMIT\n"))?;
         let sets = self.exec.run("ipset", &["list", "-n"], "")?;
-        let names: Vec<String> =
-            sets.lines().filter(|n| n.starts_with("azn-") || *n == HOLD_SET).map(str::to_string).collect();
+        let names: Vec<String> = sets
+            .lines()
+            .filter(|n| n.starts_with(policy_compiler::ir::SET_PREFIX) || *n == HOLD_SET)
+            .map(str::to_string)
+            .collect();
         self.destroy(names);
+        (self.members, self.entries, self.wired) = (HashMap::new(), 0, false);
         Ok(())
     }
 
-    fn admit(&mut self, ips: &[std::net::IpAddr]) -> Result<()> {
+    fn admit(&mut self, ips: &[IpAddr]) -> Result<()> {
         let script: String =
             ips.iter().filter(|ip| ip.is_ipv4()).map(|ip| format!("del {HOLD_SET} {ip} -exist\n")).collect();
         self.ipset_restore(&script)
+    }
+
+    fn installed(&self) -> Installed {
+        let rules = self.chains.iter().map(Vec::len).sum::<usize>() + entry_rules();
+        // The hold set is the agent's too.
+        Installed { rules, sets: self.members.len() + 1, entries: self.entries }
+    }
+
+    fn explain(&mut self, src: IpAddr, dst: IpAddr, protocol: Protocol, port: u16) -> Result<KernelTrace> {
+        Ok(explain(&self.read()?, src, dst, protocol, port))
+    }
+}
+
+/// Rules of the entry chain as the renderer writes it (established, clear marks, the holds,
+/// the jumps).
+pub fn entry_rules() -> usize {
+    let text = render::iptables_restore(&Ir::default());
+    text.lines().filter(|l| l.starts_with(&format!("-A {ENTRY_CHAIN} "))).count()
+}
+
+/// How the kernel differs from the expected shape.
+pub fn drift(view: &KernelView, expected: &Ir) -> Vec<Drift> {
+    let mut out = Vec::new();
+    if view.ir.sets != expected.sets {
+        out.push(Drift::Sets);
+    }
+    if (&view.ir.accept, &view.ir.egress, &view.ir.ingress)
+        != (&expected.accept, &expected.egress, &expected.ingress)
+        || !view.problems.is_empty()
+    {
+        out.push(Drift::Rules);
+    }
+    if !view.wired(&HOOKS) {
+        out.push(Drift::Hooks);
+    }
+    out
+}
+
+/// Judges a packet by a kernel state (live, or read from saved files). Without the FORWARD
+/// jump and an intact entry chain the agent's rules are never reached, so the kernel lets the
+/// packet through.
+pub fn explain(view: &KernelView, src: IpAddr, dst: IpAddr, protocol: Protocol, port: u16) -> KernelTrace {
+    let trace = compiled::evaluate(&view.ir, src, dst, protocol, port);
+    let reached = view.entry_ok && view.jumps.iter().any(|j| j == "FORWARD");
+    KernelTrace {
+        backend: "iptables",
+        allowed: trace.allowed || !reached,
+        trace,
+        wired: view.wired(&HOOKS),
+        problems: view.problems.clone(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use policy_compiler::ir::SetId;
     use std::cell::RefCell;
     use std::rc::Rc;
 
@@ -271,16 +426,16 @@ mod tests {
         }
     }
 
-    fn linux(fake: &Fake) -> Linux {
-        Linux::new(Box::new(fake.clone())).unwrap()
+    fn iptables(fake: &Fake) -> Iptables {
+        Iptables::new(Box::new(fake.clone())).unwrap()
     }
 
     #[test]
     fn the_backend_is_detected_or_refused() {
         let nft = Fake { version: "iptables v1.8.9 (nf_tables)", ..Fake::default() };
-        assert_eq!(linux(&nft).backend, "nf_tables");
+        assert_eq!(iptables(&nft).variant, Variant::Nft);
         let weird = Fake { version: "iptables v9", ..Fake::default() };
-        assert!(matches!(Linux::new(Box::new(weird)), Err(Error::UnknownBackend(_))));
+        assert!(matches!(Iptables::new(Box::new(weird)), Err(Error::UnknownBackend(_))));
     }
 
     #[test]
@@ -295,7 +450,7 @@ mod tests {
         .unwrap();
         let ir = compile(&Snapshot::from_yaml(&yaml).unwrap().cluster);
         let fake = Fake { version: "iptables v1.8.9 (legacy)", in_use: "", ..Fake::default() };
-        let mut dp = linux(&fake);
+        let mut dp = iptables(&fake);
         dp.apply(&diff(&Default::default(), &ir)).unwrap();
         let calls = fake.calls.borrow().clone();
         let programs: Vec<&str> = calls.iter().map(|(l, _)| l.as_str()).collect();
@@ -333,8 +488,8 @@ mod tests {
     #[test]
     fn after_a_read_the_hooks_are_fixed_in_the_chain_transaction() {
         let fake = Fake { version: "iptables v1.8.9 (nf_tables)", ..Fake::default() };
-        let mut dp = linux(&fake);
-        dp.read().unwrap();
+        let mut dp = iptables(&fake);
+        dp.adopt().unwrap();
         fake.calls.borrow_mut().clear();
         let delta = Delta { chains: Some(Default::default()), ..Delta::default() };
         dp.apply(&delta).unwrap();
@@ -349,7 +504,7 @@ mod tests {
         dp.apply(&delta).unwrap();
         assert!(!fake.calls.borrow()[0].1.contains("-I FORWARD"), "known to be in place now");
         assert_eq!(
-            Linux::hook_fixes(&["FORWARD".into(), "FORWARD".into(), "OUTPUT".into()]),
+            Iptables::hook_fixes(&["FORWARD".into(), "FORWARD".into(), "OUTPUT".into()]),
             "-D FORWARD -j AZURE-NPM\n"
         );
     }
@@ -357,44 +512,54 @@ mod tests {
     #[test]
     fn a_nomatch_member_is_removed_without_the_keyword() {
         let fake = Fake { version: "iptables v1.8.9 (nf_tables)", ..Fake::default() };
-        let mut dp = linux(&fake);
+        let mut dp = iptables(&fake);
         let member = policy_compiler::ir::Member::Net { net: "10.0.2.0/24".parse().unwrap(), nomatch: true };
-        let delta = Delta { removed: [("azn-n1".to_string(), [member].into())].into(), ..Delta::default() };
+        let n1: SetId = "azn-n000000000001".parse().unwrap();
+        let delta = Delta { removed: [(n1, [member].into())].into(), ..Delta::default() };
         dp.apply(&delta).unwrap();
         let calls = fake.calls.borrow();
-        assert_eq!(calls.last().unwrap().1, "del azn-n1 10.0.2.0/24 -exist\n");
+        assert_eq!(calls.last().unwrap().1, "del azn-n000000000001 10.0.2.0/24 -exist\n");
+    }
+
+    fn id(name: &str) -> SetId {
+        name.parse().unwrap()
     }
 
     #[test]
     fn a_set_still_in_use_is_kept_for_the_next_round() {
         let fake = Fake {
             version: "iptables v1.8.9 (nf_tables)",
-            in_use: "azn-busy",
-            listed: "azn-busy\nazn-free\n",
+            in_use: "azn-i00000000b05e",
+            listed: "azn-i00000000b05e\nazn-i00000000f4ee\n",
             ..Fake::default()
         };
-        let mut dp = linux(&fake);
-        let delta = Delta { destroyed: vec!["azn-busy".into(), "azn-free".into()], ..Delta::default() };
+        let mut dp = iptables(&fake);
+        let delta =
+            Delta { destroyed: vec![id("azn-i00000000b05e"), id("azn-i00000000f4ee")], ..Delta::default() };
         dp.apply(&delta).unwrap();
-        assert_eq!(dp.pending_destroy, ["azn-busy"]);
+        assert_eq!(dp.pending_destroy, ["azn-i00000000b05e"]);
 
         // Gone already (destroyed by hand): done, without asking the kernel to destroy it.
-        let fake = Fake { listed: "azn-other\n", ..fake };
-        let mut dp = linux(&fake);
+        let fake = Fake { listed: "azn-i000000000123\n", ..fake };
+        let mut dp = iptables(&fake);
         fake.calls.borrow_mut().clear();
-        dp.apply(&Delta { destroyed: vec!["azn-busy".into()], ..Delta::default() }).unwrap();
+        dp.apply(&Delta { destroyed: vec![id("azn-i00000000b05e")], ..Delta::default() }).unwrap();
         assert!(dp.pending_destroy.is_empty());
         assert!(!fake.calls.borrow().iter().any(|(l, _)| l.starts_with("ipset destroy")));
         assert!(!fake.calls.borrow().iter().any(|(_, stdin)| stdin.contains("destroy")));
 
         // Many sets, none in use: one batch.
-        let fake = Fake { in_use: "", listed: "azn-a\nazn-b\nazn-c\n", ..fake };
-        let mut dp = linux(&fake);
+        let fake =
+            Fake { in_use: "", listed: "azn-i00000000000a\nazn-i00000000000b\nazn-i00000000000c\n", ..fake };
+        let mut dp = iptables(&fake);
         fake.calls.borrow_mut().clear();
-        let names = ["azn-a", "azn-b", "azn-c"].map(String::from).to_vec();
-        dp.apply(&Delta { destroyed: names, ..Delta::default() }).unwrap();
+        let ids = ["azn-i00000000000a", "azn-i00000000000b", "azn-i00000000000c"].map(id).to_vec();
+        dp.apply(&Delta { destroyed: ids, ..Delta::default() }).unwrap();
         let calls = fake.calls.borrow();
-        assert_eq!(calls.last().unwrap().1, "destroy azn-a\ndestroy azn-b\ndestroy azn-c\n");
+        assert_eq!(
+            calls.last().unwrap().1,
+            "destroy azn-i00000000000a\ndestroy azn-i00000000000b\ndestroy azn-i00000000000c\n"
+        );
         assert!(!calls.iter().any(|(l, _)| l.starts_with("ipset destroy")));
     }
 }
