@@ -1,6 +1,7 @@
 //! Real connections between every pair, as `azure-npm debug reachability` lists them: sources
 //! are the pods, the external hosts and the nodes; destinations the pods and the externals.
-//! One prober per source runs all its connections at once.
+//! One prober per source runs all its connections at once, after the nodes' conntrack tables
+//! were flushed (every probe is a new connection).
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -43,6 +44,12 @@ pub fn probe(
         if !sources.contains(&r.from.as_str()) {
             sources.push(&r.from);
         }
+    }
+    // New connections only: a flow an earlier probe made under other policies (the same ports,
+    // by chance) would pass as established in the node it crosses, as stateful firewalls do.
+    for n in &state.nodes {
+        crate::net::inside(&n.netns, || nfnl::conntrack::flush(&mut nfnl::Socket::open()?))?
+            .map_err(|e| format!("flushing conntrack in {}: {e}", n.name))?;
     }
     let mut runs = Vec::new();
     for src in sources {

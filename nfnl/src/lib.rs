@@ -12,6 +12,7 @@
 //! the binaries stay MIT.
 
 pub mod batch;
+pub mod conntrack;
 pub mod error;
 pub mod expr;
 pub mod object;

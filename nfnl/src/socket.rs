@@ -219,6 +219,13 @@ impl Socket {
         }
     }
 
+    /// Asks whether an object exists (a get, outside any transaction: a refused transaction
+    /// costs the kernel an RCU grace period, a missing object here costs nothing): the errno,
+    /// 0 when it exists.
+    pub fn get(&mut self, kind: u16, family: u8, attrs: &Attrs) -> Result<i32> {
+        self.request(|seq| message(nft_type(kind), NLM_F_REQUEST | NLM_F_ACK, seq, family, 0, &attrs.0))
+    }
+
     /// Sends one request outside any batch (ipset's subsystem takes only those) and returns
     /// the kernel's errno (0: done). `build` gets the sequence number to use.
     pub fn request(&mut self, build: impl FnOnce(u32) -> Vec<u8>) -> Result<i32> {

@@ -301,11 +301,13 @@ impl Compiler {
                     Member::Ip(ip) | Member::IpPort { ip, .. } => *ip,
                     Member::Net { .. } => continue,
                 };
-                let shared = self.holders.contains_key(&ip)
-                    && cluster
-                        .pods
-                        .iter()
-                        .any(|p| p.ip == Some(ip) && set.def.member(cluster, p).as_ref() == Some(&m));
+                // Only the pods holding the address can (not a walk over every pod).
+                let holders = self.holders.get(&ip).map(Vec::as_slice).unwrap_or_default();
+                let shared = holders
+                    .iter()
+                    .filter_map(|k| self.index.get(k))
+                    .map(|i| &cluster.pods[*i])
+                    .any(|p| p.ip == Some(ip) && set.def.member(cluster, p).as_ref() == Some(&m));
                 if !shared && set.members.remove(&m) {
                     d.removed.entry(*name).or_default().insert(m);
                 }

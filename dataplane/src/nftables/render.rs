@@ -14,8 +14,8 @@ use policy_compiler::ir::{Ir, SetId, SetKind};
 
 use super::ops::{self, Op};
 use super::ruleset::{
-    accept_rules, group_name, group_rules, member_addr, member_port, plan, used_sets, Direction, Elems,
-    NRule, Plan, Ruleset, ACCEPT_CHAIN, DIRECTIONS,
+    accept_rules, member_addr, member_port, plan, used_sets, Direction, Elems, NRule, Plan, Ruleset,
+    ACCEPT_CHAIN, DIRECTIONS,
 };
 use crate::error::Result;
 
@@ -72,11 +72,12 @@ impl Renderer {
             ips.sort();
             for ip in ips {
                 let sets = &holding[i][ip];
-                if let Some(rules) = group_rules(p, &|s| sets.contains(&s)) {
-                    let name = group_name(d, &rules);
-                    *users.entry(name.clone()).or_default() += 1;
-                    rs.chains.entry(name.clone()).or_insert(rules);
-                    rs.map_mut(d).insert(*ip, name);
+                if let Some(g) = p.group(sets) {
+                    *users.entry(g.name.clone()).or_default() += 1;
+                    if !rs.chains.contains_key(&g.name) {
+                        rs.chains.insert(g.name.clone(), p.rules(&g));
+                    }
+                    rs.map_mut(d).insert(*ip, g.name);
                 }
             }
         }
@@ -185,10 +186,10 @@ impl Renderer {
                 }
             }
             let (mut put, mut gone) = (BTreeMap::new(), BTreeSet::new());
+            let none = BTreeSet::new();
             for ip in affected {
-                let sets = self.holding[i].get(&ip);
-                let group = group_rules(&self.plans[i], &|s| sets.is_some_and(|h| h.contains(&s)));
-                let new = group.as_ref().map(|r| group_name(d, r));
+                let group = self.plans[i].group(self.holding[i].get(&ip).unwrap_or(&none));
+                let new = group.as_ref().map(|g| g.name.clone());
                 let old = self.rs.map(d).get(&ip).cloned();
                 if new == old {
                     continue;
@@ -199,12 +200,14 @@ impl Renderer {
                     *n = n.saturating_sub(1);
                     gone.insert(ip);
                 }
-                if let (Some(name), Some(rules)) = (new, group) {
-                    let n = self.users.entry(name.clone()).or_default();
-                    touched.entry(name.clone()).or_insert(*n);
+                if let Some(g) = group {
+                    let n = self.users.entry(g.name.clone()).or_default();
+                    touched.entry(g.name.clone()).or_insert(*n);
                     *n += 1;
-                    new_chains.entry(name.clone()).or_insert(rules);
-                    put.insert(ip, name);
+                    if !new_chains.contains_key(&g.name) && !self.rs.chains.contains_key(&g.name) {
+                        new_chains.insert(g.name.clone(), self.plans[i].rules(&g));
+                    }
+                    put.insert(ip, g.name);
                 }
             }
             if !gone.is_empty() {

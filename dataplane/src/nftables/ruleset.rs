@@ -21,7 +21,7 @@
 //! the other direction); a pod no rule allows reaches its group's drop. No packet marks.
 //! `except` is rendered as the address ranges that remain (nftables sets have no `nomatch`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 
 use policy_compiler::ir::{stable_hash, Action, IpSet, Ir, Member, Rule, SetId, SetKind};
@@ -270,10 +270,57 @@ impl Ruleset {
 
 /// The rules of one direction, split as the groups need them.
 pub struct Plan {
+    pub direction: Direction,
     /// Allow rules: (target set, the rule without its target criterion).
     pub allows: Vec<(Option<SetId>, NRule)>,
     /// Isolation sets, with the comment of their drop rule.
     pub isolation: Vec<(SetId, String)>,
+    /// Allow rules by target set, and those without one (they apply to every pod).
+    by_target: HashMap<SetId, Vec<usize>>,
+    untargeted: Vec<usize>,
+    /// A stable hash of each allow rule, and of each drop: a group's name is made of them.
+    hashes: Vec<u64>,
+    drop_hashes: Vec<u64>,
+}
+
+/// A pod's group in one direction: its allow rules (indexes into the plan, in order) and its
+/// drop, named by a hash of their content (pods with the same rules share the chain, and a
+/// group keeps its name across renders while its rules do not change).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    pub name: String,
+    allows: Vec<usize>,
+    drop: usize,
+}
+
+impl Plan {
+    /// The group of a pod in the given target and isolation sets (`None`: not isolated here).
+    pub fn group(&self, sets: &BTreeSet<SetId>) -> Option<Group> {
+        let drop = self.isolation.iter().position(|(set, _)| sets.contains(set))?;
+        let mut allows = self.untargeted.clone();
+        for s in sets {
+            allows.extend(self.by_target.get(s).into_iter().flatten());
+        }
+        allows.sort_unstable();
+        allows.dedup();
+        let mix = |h: u64, x: u64| (h ^ x).wrapping_mul(0x0100_0000_01b3);
+        let hash = allows
+            .iter()
+            .fold(mix(0xcbf2_9ce4_8422_2325, self.drop_hashes[drop]), |h, i| mix(h, self.hashes[*i]));
+        let prefix = match self.direction {
+            Direction::Egress => "egress-",
+            Direction::Ingress => "ingress-",
+        };
+        Some(Group { name: format!("{prefix}{hash:016x}"), allows, drop })
+    }
+
+    /// A group's chain: its allow rules, then the counted drop.
+    pub fn rules(&self, g: &Group) -> Vec<NRule> {
+        let mut rules: Vec<NRule> = g.allows.iter().map(|i| self.allows[*i].1.clone()).collect();
+        let comment = self.isolation[g.drop].1.clone();
+        rules.push(NRule { matches: Vec::new(), verdict: Verdict::Drop, comment });
+        rules
+    }
 }
 
 fn unsupported(what: String) -> Error {
@@ -299,7 +346,15 @@ pub fn comment(text: &str) -> String {
 /// Splits a direction's IR rules into allows and isolation. The IR keeps every allow (mark)
 /// rule before the drops, and a drop names only its isolation set; anything else is refused.
 pub fn plan(ir: &Ir, d: Direction) -> Result<Plan> {
-    let mut plan = Plan { allows: Vec::new(), isolation: Vec::new() };
+    let mut plan = Plan {
+        direction: d,
+        allows: Vec::new(),
+        isolation: Vec::new(),
+        by_target: HashMap::new(),
+        untargeted: Vec::new(),
+        hashes: Vec::new(),
+        drop_hashes: Vec::new(),
+    };
     for r in d.rules(ir) {
         match r.action {
             Action::MarkAllowed if plan.isolation.is_empty() => {
@@ -317,25 +372,15 @@ pub fn plan(ir: &Ir, d: Direction) -> Result<Plan> {
             _ => return Err(unsupported(format!("{:?} rule {:?} where it is", r.action, r.comment))),
         }
     }
+    for (i, (target, rule)) in plan.allows.iter().enumerate() {
+        match target {
+            Some(t) => plan.by_target.entry(*t).or_default().push(i),
+            None => plan.untargeted.push(i),
+        }
+        plan.hashes.push(stable_hash(&format!("{rule:?}")));
+    }
+    plan.drop_hashes = plan.isolation.iter().map(|(_, c)| stable_hash(&format!("drop {c}"))).collect();
     Ok(plan)
-}
-
-/// The rules of a pod's group chain (`None`: the pod is not isolated in this direction).
-pub fn group_rules(plan: &Plan, holds: &dyn Fn(SetId) -> bool) -> Option<Vec<NRule>> {
-    let (_, drop) = plan.isolation.iter().find(|(set, _)| holds(*set))?;
-    let mut rules: Vec<NRule> =
-        plan.allows.iter().filter(|(t, _)| t.is_none_or(holds)).map(|(_, r)| r.clone()).collect();
-    rules.push(NRule { matches: Vec::new(), verdict: Verdict::Drop, comment: drop.clone() });
-    Some(rules)
-}
-
-/// A group chain's name: the direction and a hash of its rules.
-pub fn group_name(d: Direction, rules: &[NRule]) -> String {
-    let prefix = match d {
-        Direction::Egress => "egress-",
-        Direction::Ingress => "ingress-",
-    };
-    format!("{prefix}{:016x}", stable_hash(&format!("{rules:?}")))
 }
 
 /// The accept chain: the IR's accept rules (traffic a node sends to its own pods).
