@@ -1,7 +1,7 @@
 //! The agent keeps the kernel right through drift, restarts and kill -9 (dir source, in a
 //! namespace this test creates), on both backends:
 //! - drift (iptables: a flushed chain, a removed hook, a flushed set, a destroyed set;
-//!   nftables: a deleted element, a flushed group chain, a removed hook, the table deleted) is
+//!   nftables: a deleted element, a flushed group chain, a flushed and a deleted base chain, the table deleted) is
 //!   repaired and counted, and /metrics counts what the kernel holds;
 //! - a restart onto changed objects adopts what the last run left: every sample of the kernel
 //!   taken meanwhile allows no more than the old or the new state;
@@ -224,10 +224,14 @@ fn nftables_drift_is_repaired_counted_and_metrics_match_the_kernel() {
         .expect("a set of addresses with a member");
     let group =
         view.ruleset.chains.keys().find(|c| c.starts_with("ingress-")).expect("a group chain").clone();
-    let drifts: [(&str, String); 4] = [
+    let drifts: [(&str, String); 5] = [
         ("a deleted element", format!("delete element inet azure-npm {set} {{ {addr} }}")),
         ("a flushed group chain", format!("flush chain inet azure-npm {group}")),
-        ("a removed hook", "flush chain inet azure-npm forward".to_string()),
+        ("a flushed base chain", "flush chain inet azure-npm forward".to_string()),
+        (
+            "a deleted base chain",
+            "flush chain inet azure-npm forward; delete chain inet azure-npm forward".to_string(),
+        ),
         ("the table deleted", "delete table inet azure-npm".to_string()),
     ];
     for (what, script) in &drifts {

@@ -56,7 +56,7 @@ pub struct Nftables {
     /// What a read found, when the next apply must start from it rather than from
     /// `renderer` (after a start, a failure or drift).
     actual: Option<View>,
-    /// The kernel's state is unknown (a failed apply): read it before the next apply.
+    /// The kernel's state is unknown (not read yet, or a failed apply): `adopt` before `apply`.
     unknown: bool,
     /// The size sets and maps are made with.
     set_size: u32,
@@ -243,7 +243,10 @@ impl Dataplane for Nftables {
 
     fn apply(&mut self, delta: &Delta) -> Result<()> {
         if self.unknown {
-            self.adopt()?;
+            // A delta is relative to what the kernel holds; that is not known here.
+            return Err(Error::Unsupported(
+                "the nftables state is unknown (a start or a failed apply): adopt() reads it first".into(),
+            ));
         }
         let result = match self.actual.take() {
             Some(view) => {
