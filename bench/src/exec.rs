@@ -68,30 +68,64 @@ pub fn phase(
     })
 }
 
-/// Measures ADD then DEL for every plugin (ours first) and prints p50/p99 and the ratios.
-pub fn compare(plugins: &[Plugin], targets: &[(String, PathBuf)], workers: usize) -> Result<(), String> {
+/// Measures ADD then DEL for every plugin, `rounds` times with the plugins' order alternating
+/// (a machine that speeds up or slows down during the run weighs on both sides alike), and
+/// prints p50/p99 over all rounds' calls and the ratios (the first plugin is ours).
+pub fn compare(
+    plugins: &[Plugin],
+    targets: &[(String, PathBuf)],
+    workers: usize,
+    rounds: usize,
+) -> Result<(), String> {
     let mode = if workers == 1 { "sequential".to_string() } else { format!("{workers}-way") };
-    let mut figures = vec![Vec::new(); 2];
-    for p in plugins {
-        for (slot, command) in ["ADD", "DEL"].iter().enumerate() {
-            let lat = phase(p, command, targets, workers)?;
-            figures[slot].push((p.name, percentile_ms(&lat, 50.0), percentile_ms(&lat, 99.0)));
+    // samples[command][plugin]
+    let mut samples = vec![vec![Vec::new(); plugins.len()]; 2];
+    for round in 0..rounds.max(1) {
+        let mut order: Vec<usize> = (0..plugins.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            for (slot, command) in ["ADD", "DEL"].iter().enumerate() {
+                samples[slot][i].extend(phase(&plugins[i], command, targets, workers)?);
+                settle();
+            }
         }
     }
     for (slot, command) in ["ADD", "DEL"].iter().enumerate() {
         let label = format!("{command} {} {mode}", targets.len());
-        for (name, p50, p99) in &figures[slot] {
-            println!("{label:<22} {name:<28} {p50:>9.2} {p99:>9.2}");
+        let figures: Vec<(f64, f64)> =
+            samples[slot].iter().map(|lat| (percentile_ms(lat, 50.0), percentile_ms(lat, 99.0))).collect();
+        for (p, (p50, p99)) in plugins.iter().zip(&figures) {
+            println!("{label:<22} {:<28} {p50:>9.2} {p99:>9.2}", p.name);
         }
-        let (ours, reference) = (&figures[slot][0], &figures[slot][1]);
+        let (ours, reference) = (figures[0], figures[1]);
         println!(
             "{label:<22} {:<28} {:>8.2}x {:>8.2}x",
             "ratio ours/reference",
-            ours.1 / reference.1,
-            ours.2 / reference.2
+            ours.0 / reference.0,
+            ours.1 / reference.1
         );
     }
     Ok(())
+}
+
+/// Waits (up to 10 s) until azure-vnet's detached reaper has deleted the veths its DELs parked
+/// (`azq*` links in this namespace), so that work is not timed as part of the next phase.
+fn settle() {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let links = Command::new("ip").args(["-o", "link", "show"]).output();
+        let parked = links.is_ok_and(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.split(": ").nth(1).is_some_and(|name| name.starts_with("azq")))
+        });
+        if !parked {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 pub fn header() {

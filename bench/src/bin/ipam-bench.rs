@@ -13,11 +13,12 @@ const HOST_LOCAL: &str = "/usr/lib/cni/host-local";
 struct Options {
     calls: usize,
     workers: usize,
+    rounds: usize,
     inner: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Options, String> {
-    let mut o = Options { calls: 250, workers: 8, inner: None };
+    let mut o = Options { calls: 250, workers: 8, rounds: 3, inner: None };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut num = |name: &str| -> Result<usize, String> {
@@ -26,11 +27,13 @@ fn parse_args() -> Result<Options, String> {
         match a.as_str() {
             "--calls" => o.calls = num("--calls")?.clamp(1, 250),
             "--workers" => o.workers = num("--workers")?.max(1),
+            "--rounds" => o.rounds = num("--rounds")?.max(1),
             "--inner" => o.inner = Some(PathBuf::from(args.next().ok_or("--inner needs a dir")?)),
             "--help" | "-h" => {
                 println!(
-                    "ipam-bench [--calls N (1..250, default 250)] [--workers W (default 8)]\n\
-                     Prints ADD/DEL p50/p99 of azure-vnet-ipam and host-local and their ratio. Needs root."
+                    "ipam-bench [--calls N (1..250, default 250)] [--workers W (default 8)] [--rounds R (default 3)]\n\
+                     Prints ADD/DEL p50/p99 of azure-vnet-ipam and host-local and their ratio, over R rounds\n\
+                     with the two plugins' order alternating. Needs root."
                 );
                 std::process::exit(0);
             }
@@ -49,8 +52,16 @@ fn main() {
         Some(dir) => measure(&opts, dir),
         None => BenchNode::new("azbench", 0).and_then(|node| {
             let dir = node.dir.display().to_string();
-            let args =
-                ["--calls", &opts.calls.to_string(), "--workers", &opts.workers.to_string(), "--inner", &dir];
+            let args = [
+                "--calls",
+                &opts.calls.to_string(),
+                "--workers",
+                &opts.workers.to_string(),
+                "--rounds",
+                &opts.rounds.to_string(),
+                "--inner",
+                &dir,
+            ];
             node.run_inside(&args.map(String::from))
         }),
     };
@@ -79,16 +90,17 @@ fn measure(opts: &Options, dir: &Path) -> Result<(), String> {
         Plugin { name: "host-local", binary: HOST_LOCAL.into(), config: host_local, cni_path: "/".into() },
     ];
     println!(
-        "ipam-bench: {} calls per phase, pool of 250 addresses, exec'd plugin wall time, state under {} \
-         (set TMPDIR to compare filesystems: Azure's default /var/run is tmpfs)",
+        "ipam-bench: {} calls per phase, {} round(s) in alternating order, pool of 250 addresses, exec'd \
+         plugin wall time, state under {} (set TMPDIR to compare filesystems: Azure's default /var/run is tmpfs)",
         opts.calls,
+        opts.rounds,
         dir.display()
     );
     header();
     let targets: Vec<(String, PathBuf)> =
         (0..opts.calls).map(|i| (format!("c{i}"), "/var/run/netns/none".into())).collect();
     for workers in [1, opts.workers] {
-        compare(&plugins, &targets, workers)?;
+        compare(&plugins, &targets, workers, opts.rounds)?;
     }
     Ok(())
 }

@@ -15,6 +15,7 @@ const BRIDGE: &str = "/usr/lib/cni/bridge";
 struct Options {
     sizes: Vec<usize>,
     workers: usize,
+    rounds: usize,
     modes: Vec<String>,
     inner: Option<(PathBuf, String)>,
 }
@@ -23,6 +24,7 @@ fn parse_args() -> Result<Options, String> {
     let mut o = Options {
         sizes: vec![50, 250],
         workers: 8,
+        rounds: 3,
         modes: vec!["bridge".into(), "transparent".into()],
         inner: None,
     };
@@ -40,6 +42,13 @@ fn parse_args() -> Result<Options, String> {
             "--workers" => {
                 o.workers = args.next().and_then(|v| v.parse().ok()).ok_or("--workers needs a number")?
             }
+            "--rounds" => {
+                o.rounds = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|&n| n > 0)
+                    .ok_or("--rounds needs a number above 0")?
+            }
             "--modes" => {
                 let v = args.next().ok_or("--modes needs a list like bridge,transparent")?;
                 o.modes = v.split(',').map(str::to_string).collect();
@@ -54,9 +63,10 @@ fn parse_args() -> Result<Options, String> {
             }
             "--help" | "-h" => {
                 println!(
-                    "vnet-bench [--pods 50,250] [--workers 8] [--modes bridge,transparent]\n\
+                    "vnet-bench [--pods 50,250] [--workers 8] [--rounds 3] [--modes bridge,transparent]\n\
                      Prints ADD/DEL p50/p99 of azure-vnet in each mode and of Debian's bridge+host-local on the\n\
-                     same node (its NIC on a VNet with Azure's rules), and their ratio. Needs root."
+                     same node (its NIC on a VNet with Azure's rules), and their ratio, over --rounds rounds\n\
+                     with the two plugins' order alternating. Needs root."
                 );
                 std::process::exit(0);
             }
@@ -84,6 +94,8 @@ fn main() {
                     &sizes.join(","),
                     "--workers",
                     &opts.workers.to_string(),
+                    "--rounds",
+                    &opts.rounds.to_string(),
                     "--modes",
                     mode,
                     "--inner",
@@ -138,12 +150,13 @@ fn measure(opts: &Options, dir: &Path, prefix: &str) -> Result<(), String> {
     }
     println!(
         "vnet-bench, {mode} mode: real pod attachments inside a node namespace on an Azure-faithful VNet, \
-         exec'd plugin wall time"
+         exec'd plugin wall time, {} round(s) in alternating order",
+        opts.rounds
     );
     header();
     for &size in &opts.sizes {
         for workers in [1, opts.workers] {
-            compare(&plugins, &pods[..size], workers)?;
+            compare(&plugins, &pods[..size], workers, opts.rounds)?;
         }
     }
     Ok(())
