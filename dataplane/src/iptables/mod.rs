@@ -346,8 +346,12 @@ impl Dataplane for Iptables {
 /// Rules of the entry chain as the renderer writes it (established, clear marks, the holds,
 /// the jumps).
 pub fn entry_rules() -> usize {
-    let text = render::iptables_restore(&Ir::default());
-    text.lines().filter(|l| l.starts_with(&format!("-A {ENTRY_CHAIN} "))).count()
+    // Counted once from the renderer's own text (asked at every program, for the metrics).
+    static COUNT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *COUNT.get_or_init(|| {
+        let prefix = format!("-A {ENTRY_CHAIN} ");
+        render::iptables_restore(&Ir::default()).lines().filter(|l| l.starts_with(&prefix)).count()
+    })
 }
 
 /// How the kernel differs from the expected shape.

@@ -333,7 +333,9 @@ impl Dataplane for Nftables {
 
     fn installed(&self) -> Installed {
         let rs = self.renderer.ruleset();
-        let fixed: usize = fixed_chains().iter().map(|(_, _, r)| r.len()).sum();
+        // The fixed chains' rules, counted once (asked at every program, for the metrics).
+        static FIXED: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        let fixed = *FIXED.get_or_init(|| fixed_chains().iter().map(|(_, _, r)| r.len()).sum());
         // The hold set and the two maps are the agent's too.
         Installed { rules: rs.rule_count() + fixed, sets: rs.sets.len() + 3, entries: rs.element_count() }
     }
