@@ -143,16 +143,21 @@ state = "/run/containerd"
     )
 }
 
-/// kubelet 1.20's own API rate limits (5 QPS, shared by status updates and events) would make a
-/// burst of 100 pods wait on the client, not on the node: the lab uses the defaults of later
-/// kubelets (50/100, since 1.27).
+/// The node's kubelet configuration.
+/// - kubelet 1.20's own API rate limits (5 QPS, shared by status updates and events) would make
+///   a burst of 100 pods wait on the client, not on the node: the lab uses the defaults of later
+///   kubelets (50/100, since 1.27).
+/// - Disk-based eviction is off ("0%" disables a signal): the node's filesystem is the whole
+///   shared machine's, whose free space says nothing about the lab, and a kubelet evicting a
+///   test's pods under DiskPressure fails the test for a reason that is not the network's (a
+///   pod gone some 10 s after it started, its sandbox stopped and its CNI DEL run).
 fn kubelet_config(cgroup_root: &str) -> String {
     format!(
         "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
          cgroupDriver: cgroupfs\ncgroupRoot: /{cgroup_root}\nfailSwapOn: false\n\
          authentication: {{anonymous: {{enabled: true}}, webhook: {{enabled: false}}}}\n\
          authorization: {{mode: AlwaysAllow}}\n\
-         evictionHard: {{memory.available: 100Mi, nodefs.available: 1%, imagefs.available: 1%}}\n\
+         evictionHard: {{memory.available: 100Mi, nodefs.available: 0%, imagefs.available: 0%}}\n\
          imageGCHighThresholdPercent: 100\nimageGCLowThresholdPercent: 99\n\
          resolvConf: /etc/resolv.conf\nreadOnlyPort: 0\nhealthzBindAddress: 127.0.0.1\n\
          clusterDomain: cluster.local\nenforceNodeAllocatable: [pods]\n\
