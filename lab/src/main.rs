@@ -126,7 +126,8 @@ enum Command {
         service: ServiceArg,
     },
     /// CNI CHECK for every pod attached on a --kube lab's node (from containerd's cached
-    /// results), then STATUS; exit 1 if any fails
+    /// results), then STATUS; an endpoint azure-vnet holds without a cached result is an error too;
+    /// exit 1 if any fails
     CniCheck {
         #[arg(long)]
         node: String,

@@ -173,6 +173,20 @@ fn a_real_node_runs_pods_through_azure_vnet_and_the_daemonset_enforces_a_policy(
     // CHECK and STATUS on what containerd attached; then a crash of kubelet and of containerd
     // with the pods running: nothing lost, no second ADD, the policy still enforced.
     checks_all_four(&name);
+    // An endpoint azure-vnet holds that the runtime has no result for is not passed over.
+    let records = PathBuf::from("/run/azure-lab").join(&name).join("node0/run/azure-vnet.json.d");
+    let one = std::fs::read_dir(&records)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "json"));
+    let mut stray: serde_json::Value = serde_json::from_slice(&std::fs::read(one.unwrap()).unwrap()).unwrap();
+    stray["containerID"] = "stray0".into();
+    let stray_file = records.join("stray.json");
+    std::fs::write(&stray_file, stray.to_string()).unwrap();
+    let (passed, out, _) = lab(&name, &["cni-check", "--node", "node0"]);
+    std::fs::remove_file(&stray_file).unwrap();
+    assert!(!passed && out.contains("CHECK error stray0"), "an endpoint with no runtime result:\n{out}");
     let ips = |n: &str| {
         ["server", "open", "allowed", "denied"]
             .map(|p| kubectl_ok(n, &["get", "pod", p, "-o", "jsonpath={.status.podIP}"]))

@@ -357,7 +357,9 @@ pub fn restart(state: &State, node: &str, service: &str) -> Result<i32, String> 
 }
 
 /// CHECK for every pod attached on `node` (from the runtime's cached results, as containerd
-/// keeps them in /var/lib/cni/results), then STATUS. Returns one line per pod and whether all passed.
+/// keeps them in /var/lib/cni/results), then STATUS. An endpoint azure-vnet holds that the runtime
+/// has no result for is named as an error too (a pod CHECK never saw: a leak, or a sandbox between
+/// its DEL and its next ADD). Returns one line per pod and whether all passed.
 pub fn cni_check(state: &State, node: &str) -> Result<(Vec<String>, bool), String> {
     use cni::runtime::{self, Attachment, ConfList};
     let fs = state.dir.join(node).join("fs");
@@ -378,6 +380,7 @@ pub fn cni_check(state: &State, node: &str) -> Result<(Vec<String>, bool), Strin
         f.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("{}-", list.name)))
     });
     files.sort();
+    let mut checked = std::collections::BTreeSet::new();
     for f in files {
         let cache: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&f).map_err(|e| e.to_string())?)
@@ -396,8 +399,10 @@ pub fn cni_check(state: &State, node: &str) -> Result<(Vec<String>, bool), Strin
             })
             .unwrap_or_default();
         let pod = |k: &str| args.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone()).unwrap_or_default();
+        let container_id = cache["containerId"].as_str().unwrap_or_default().to_string();
+        checked.insert((container_id.clone(), cache["ifName"].as_str().unwrap_or("eth0").to_string()));
         let at = Attachment {
-            container_id: cache["containerId"].as_str().unwrap_or_default().into(),
+            container_id,
             netns: netns.into(),
             ifname: cache["ifName"].as_str().unwrap_or("eth0").into(),
             args: args.clone(),
@@ -421,6 +426,20 @@ pub fn cni_check(state: &State, node: &str) -> Result<(Vec<String>, bool), Strin
                 lines.push(format!("CHECK error {who}: {e}"));
             }
         }
+    }
+    // The node's state file is azure-vnet's default, /var/run/azure-vnet.json: /run is the node's.
+    let records = cni::vnet::records::Records::beside(&state.dir.join(node).join("run/azure-vnet.json"));
+    let (held, unreadable) = records.all().map_err(|e| e.to_string())?;
+    for ep in held.iter().filter(|ep| !checked.contains(&(ep.container_id.clone(), ep.ifname.clone()))) {
+        all_ok = false;
+        lines.push(format!(
+            "CHECK error {} {}: azure-vnet holds this endpoint ({}) but the runtime has no result for it",
+            ep.container_id, ep.address, ep.host_veth
+        ));
+    }
+    for e in unreadable {
+        all_ok = false;
+        lines.push(format!("CHECK error: {e}"));
     }
     let at = Attachment { path: vec![bin_dir], wrapper, ..Attachment::default() };
     // STATUS is CNI 1.1; containerd 1.6 speaks 1.0 (the conflist's version) and never asks, so
