@@ -400,11 +400,12 @@ pub fn cni_check(state: &State, node: &str) -> Result<(Vec<String>, bool), Strin
             .unwrap_or_default();
         let pod = |k: &str| args.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone()).unwrap_or_default();
         let container_id = cache["containerId"].as_str().unwrap_or_default().to_string();
-        checked.insert((container_id.clone(), cache["ifName"].as_str().unwrap_or("eth0").to_string()));
+        let ifname = cache["ifName"].as_str().unwrap_or("eth0").to_string();
+        checked.insert((container_id.clone(), ifname.clone()));
         let at = Attachment {
             container_id,
             netns: netns.into(),
-            ifname: cache["ifName"].as_str().unwrap_or("eth0").into(),
+            ifname,
             args: args.clone(),
             path: vec![bin_dir.clone()],
             capabilities: cache["capabilityArgs"]
