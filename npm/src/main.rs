@@ -223,6 +223,7 @@ fn main() -> Result<()> {
             let mut agent = Agent::new(dataplane, node_name);
             agent.leftovers = leftovers;
             agent.recheck = Some(npm::backend::recheck(choice, backend, Duration::from_secs(60)));
+            let kept = npm::source::Kept::default();
             if metrics_addr != "off" {
                 let addr: std::net::SocketAddr = metrics_addr
                     .parse()
@@ -230,15 +231,23 @@ fn main() -> Result<()> {
                 let handle = npm::metrics::install().map_err(anyhow::Error::msg)?;
                 let name = agent.dataplane.name();
                 metrics::gauge!(npm::metrics::DATAPLANE, "backend" => name).set(1.0);
-                let health = npm::metrics::Health { ready: agent.ready.clone(), notes: agent.notes.clone() };
+                let health = npm::metrics::Health {
+                    ready: agent.ready.clone(),
+                    notes: agent.notes.clone(),
+                    kept: kept.clone(),
+                };
                 let bound = npm::metrics::serve(addr, handle, health)
                     .map_err(|e| anyhow::anyhow!("serving metrics on {addr}: {e}"))?;
                 tracing::info!("metrics on http://{bound}/metrics");
             }
             let (tx, rx) = std::sync::mpsc::channel();
             let _source = match source.strip_prefix("dir:") {
-                Some(path) => DirSource::new(path.into()).spawn(Duration::from_millis(interval_ms), tx)?,
-                None if source == "kube" => npm::source::kube::spawn(kubeconfig, tx)?,
+                Some(path) => {
+                    let mut dir = DirSource::new(path.into());
+                    dir.kept = kept;
+                    dir.spawn(Duration::from_millis(interval_ms), tx)?
+                }
+                None if source == "kube" => npm::source::kube::spawn(kubeconfig, tx, kept)?,
                 None => anyhow::bail!("--source {source:?}: expected kube or dir:PATH"),
             };
             if once {

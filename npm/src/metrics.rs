@@ -2,7 +2,8 @@
 //! served by a small HTTP/1.0 server on its own threads: `GET /metrics` (everything),
 //! `/node-metrics` and `/cluster-metrics` (Azure's split, for its dashboards and scrape
 //! configs), `/healthz` (the process is alive), `/readyz` (200 after the first successful
-//! program of the kernel; the body lists what the agent refuses or keeps from before).
+//! program of the kernel; the body lists what the agent refuses and what the source keeps from
+//! before).
 //! Labels are bounded sets.
 //!
 //! The server is written for a port anyone on the node can reach: at most `MAX_CLIENTS`
@@ -95,8 +96,10 @@ pub fn install() -> Result<PrometheusHandle, String> {
 #[derive(Clone, Default)]
 pub struct Health {
     pub ready: Arc<AtomicBool>,
-    /// One line per object refused or kept from before (set by the agent and the sources).
+    /// One line per policy refused or evidence changed (set by the agent).
     pub notes: Arc<Mutex<Vec<String>>>,
+    /// One line per file or object the source keeps from before or skips.
+    pub kept: crate::source::Kept,
 }
 
 /// Serves the endpoints until the process ends. Binding happens before the call returns, so a
@@ -182,8 +185,9 @@ fn route(line: &str, handle: &PrometheusHandle, health: &Health) -> (&'static st
         "/cluster-metrics" => ("200 OK", only(&handle.render(), is_cluster_metric)),
         "/healthz" => ("200 OK", "ok\n".into()),
         "/readyz" => {
-            let notes = health.notes.lock().map(|n| n.join("\n")).unwrap_or_default();
-            let notes = if notes.is_empty() { String::new() } else { format!("{notes}\n") };
+            let mut lines = health.notes.lock().map(|n| n.clone()).unwrap_or_default();
+            lines.extend(health.kept.lines());
+            let notes: String = lines.iter().map(|l| format!("{l}\n")).collect();
             if health.ready.load(Ordering::Relaxed) {
                 ("200 OK", format!("ok\n{notes}"))
             } else {

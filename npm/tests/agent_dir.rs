@@ -1,5 +1,6 @@
 //! `azure-npm start --source dir:PATH` in a network namespace this test creates: it programs the
-//! kernel from the files, follows a change of the files, leaves enforcement in place when killed,
+//! kernel from the files, follows a change of the files, keeps a file's last good version (named
+//! on /readyz) when it stops parsing, leaves enforcement in place when killed,
 //! and `azure-npm cleanup` removes everything it owned.
 
 mod common;
@@ -34,6 +35,16 @@ fn the_agent_follows_a_directory_and_cleanup_removes_its_state() {
     let deny = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny, namespace: x}\nspec:\n  podSelector: {}\n";
     std::fs::write(dir.path().join("cluster.yaml"), format!("{}{deny}", &text[..cut])).unwrap();
     wait_for("the change", 20, || ingress_rules(&ns) == 1);
+
+    // A truncated write: the file's last good version stays, and /readyz says so.
+    std::fs::write(dir.path().join("cluster.yaml"), "apiVersion: v1\nkind: Namespace\nmetadata: {name")
+        .unwrap();
+    let ready = || ns.http_get(10091, "/readyz").map(|r| r.1).unwrap_or_default();
+    wait_for("/readyz to name the file", 20, || ready().contains("cluster.yaml does not parse"));
+    assert!(ready().contains("keeping its last good version"), "{}", ready());
+    assert_eq!(ingress_rules(&ns), 1, "the deny-all stays");
+    std::fs::write(dir.path().join("cluster.yaml"), format!("{}{deny}", &text[..cut])).unwrap();
+    wait_for("/readyz to clear", 20, || ready() == "ok\n");
 
     // Killed, the agent leaves enforcement in place.
     let mut agent = ns.children.pop().unwrap();

@@ -6,7 +6,7 @@ mod common;
 
 use common::Netns;
 use npm::dataplane::exec::Exec;
-use npm::dataplane::iptables::Iptables;
+use npm::dataplane::iptables::{render, Iptables};
 use npm::dataplane::Dataplane;
 use policy_compiler::incremental::{diff, Compiler, Event};
 use policy_compiler::snapshot::Snapshot;
@@ -65,4 +65,53 @@ fn programs_updates_and_cleans_up_a_real_kernel() {
     assert!(!save.contains("AZURE-NPM"), "{save}");
     let sets = ns.process().run("ipset", &["list", "-n"], "").unwrap();
     assert!(!sets.lines().any(|l| l.starts_with("azn-")), "{sets}");
+}
+
+/// Sets made by an older version with ipset's default bound (65536 members), rules referring
+/// to them, and the temporary set of a replacement interrupted by a crash: adopting and
+/// programming replaces each set with one of the current bound, same name, same members, the
+/// rules untouched, the temporary set gone. (`create -exist` refuses a set whose bound differs,
+/// so an older set would otherwise stay capped, or fail the apply once recreated.)
+#[test]
+fn sets_an_older_version_made_smaller_are_replaced_in_place() {
+    let ns = Netns::new("resize");
+    let yaml = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../testdata/policy/07-ipblock-except.yaml"
+    ))
+    .unwrap();
+    let compiler = Compiler::new(Snapshot::from_yaml(&yaml).unwrap().cluster);
+    let ir = compiler.ir();
+    let old_sets = render::ipset_restore(ir, &mut Default::default())
+        .replace("maxelem 1048576", "maxelem 65536")
+        + "create azn-resize hash:net family inet maxelem 65536\nadd azn-resize 10.9.9.0/24\n";
+    ns.process().run("ipset", &["restore"], &old_sets).unwrap();
+    ns.process().run("iptables-restore", &["--noflush"], &render::iptables_restore(ir)).unwrap();
+    let header =
+        |name: &str| members(&ns, name).lines().find(|l| l.starts_with("Header:")).unwrap_or("").to_string();
+    let any = ir.sets.keys().next().unwrap().to_string();
+    assert!(header(&any).contains("maxelem 65536"), "{}", header(&any));
+
+    let mut dp = Iptables::new(Box::new(ns.process())).unwrap();
+    let adopted = dp.adopt().unwrap();
+    assert_eq!(adopted.sets.len(), ir.sets.len(), "the older sets are adopted, members and all");
+    let view = ns.kernel();
+    assert_eq!(view.undersized.len(), ir.sets.len());
+    assert!(view.resize_leftover && view.problems.is_empty(), "{:?}", view.problems);
+    dp.apply(&diff(&adopted, ir)).unwrap();
+
+    for (id, set) in &ir.sets {
+        let name = id.to_string();
+        assert!(header(&name).contains("maxelem 1048576"), "{name}: {}", header(&name));
+        let listed = members(&ns, &name);
+        let v4 = set.members.iter().filter(|m| m.is_v4()).count();
+        assert_eq!(listed.lines().skip_while(|l| *l != "Members:").skip(1).count(), v4, "{name}: {listed}");
+    }
+    let sets = ns.process().run("ipset", &["list", "-n"], "").unwrap();
+    assert!(!sets.lines().any(|l| l == "azn-resize"), "{sets}");
+    let view = ns.kernel();
+    assert!(view.undersized.is_empty() && !view.resize_leftover);
+    assert_eq!(view.ir, npm::dataplane::iptables::readback::kernel_shape(ir));
+    assert!(dp.drift(ir).unwrap().is_empty(), "nothing left to repair");
+    dp.cleanup().unwrap();
 }

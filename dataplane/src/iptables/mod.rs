@@ -52,6 +52,9 @@ pub struct Iptables {
     /// and their sum; kept in step with the deltas (a pod event costs its own members).
     members: HashMap<SetId, usize>,
     entries: usize,
+    /// Replaces the undersized sets found at the last read (`render::resize`); runs first in
+    /// the next apply.
+    resize: String,
 }
 
 impl Iptables {
@@ -92,6 +95,7 @@ impl Iptables {
             wired: false,
             members: HashMap::new(),
             entries: 0,
+            resize: String::new(),
         }
     }
 
@@ -100,6 +104,14 @@ impl Iptables {
         let sets = self.exec.run("ipset", &["save"], "")?;
         let rules = self.exec.run(self.save, &["-t", "filter"], "")?;
         let view = KernelView::read(&sets, &rules)?;
+        let undersized = view.undersized.iter().filter_map(|id| view.ir.sets.get(id));
+        self.resize = render::resize(undersized, view.resize_leftover, &mut Notes::default());
+        if !view.undersized.is_empty() {
+            tracing::info!(
+                "{} sets were made with a smaller maxelem (an older version); the next apply replaces them",
+                view.undersized.len()
+            );
+        }
         self.hold_ready = sets.lines().any(|l| l.starts_with(&format!("create {HOLD_SET} ")));
         self.known_jumps = Some(view.jumps.clone());
         Ok(view)
@@ -255,11 +267,12 @@ impl Dataplane for Iptables {
         // The entry chain refers to the hold set, so it exists before any chain rewrite.
         let narrow = match chains {
             Some(_) if !self.hold_ready => {
-                format!("create {HOLD_SET} hash:ip family inet -exist\n{}", phases.narrow)
+                format!("{}create {HOLD_SET} hash:ip family inet -exist\n{}", self.resize, phases.narrow)
             }
-            _ => phases.narrow.clone(),
+            _ => format!("{}{}", self.resize, phases.narrow),
         };
         self.ipset_restore(&narrow)?;
+        self.resize.clear();
         self.hold_ready |= chains.is_some();
         self.pause();
         if let Some(chains) = chains {
@@ -357,7 +370,7 @@ pub fn entry_rules() -> usize {
 /// How the kernel differs from the expected shape.
 pub fn drift(view: &KernelView, expected: &Ir) -> Vec<Drift> {
     let mut out = Vec::new();
-    if view.ir.sets != expected.sets {
+    if view.ir.sets != expected.sets || !view.undersized.is_empty() || view.resize_leftover {
         out.push(Drift::Sets);
     }
     if (&view.ir.accept, &view.ir.egress, &view.ir.ingress)

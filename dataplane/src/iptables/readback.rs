@@ -15,7 +15,7 @@ use ipnet::IpNet;
 use policy_compiler::ir::{Action, Chain, IpSet, Ir, Member, Rule, SetDef, SetId, SetKind, SET_PREFIX};
 use policy_compiler::model::Protocol;
 
-use super::render::{iptables_restore, EGRESS_MARK, ENTRY_CHAIN, INGRESS_MARK};
+use super::render::{iptables_restore, EGRESS_MARK, ENTRY_CHAIN, INGRESS_MARK, MAX_SET_MEMBERS, RESIZE_SET};
 use crate::error::{Error, Result};
 
 /// What the kernel holds of the agent's state.
@@ -30,6 +30,11 @@ pub struct KernelView {
     pub jumps: Vec<String>,
     /// Lines that belong to the agent but do not read as anything it writes.
     pub problems: Vec<String>,
+    /// The agent's sets made with a smaller `maxelem` than it makes them now (by an older
+    /// version): they are replaced by a swap at the next apply.
+    pub undersized: BTreeSet<SetId>,
+    /// The swap's temporary set (`RESIZE_SET`) is left from an interrupted replacement.
+    pub resize_leftover: bool,
 }
 
 impl KernelView {
@@ -78,7 +83,9 @@ fn read_sets(text: &str, view: &mut KernelView) -> Result<()> {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
             [] => {}
-            ["create", name, kind, ..] if name.starts_with(SET_PREFIX) => {
+            ["create", name, ..] if *name == RESIZE_SET => view.resize_leftover = true,
+            ["add", name, ..] if *name == RESIZE_SET => {}
+            ["create", name, kind, options @ ..] if name.starts_with(SET_PREFIX) => {
                 let Ok(id) = name.parse::<SetId>() else {
                     view.problems.push(format!("set {name} is not named as the agent names sets"));
                     continue;
@@ -86,6 +93,10 @@ fn read_sets(text: &str, view: &mut KernelView) -> Result<()> {
                 if set_kind(kind) != Some(id.kind()) {
                     view.problems.push(format!("set {name} has type {kind}, which the agent never makes it"));
                     continue;
+                }
+                let maxelem = options.iter().skip_while(|w| **w != "maxelem").nth(1);
+                if maxelem.and_then(|m| m.parse::<usize>().ok()).is_some_and(|m| m < MAX_SET_MEMBERS) {
+                    view.undersized.insert(id);
                 }
                 let set = IpSet { id, key: String::new(), def: SetDef::Fixed, members: BTreeSet::new() };
                 view.ir.sets.insert(id, set);

@@ -53,8 +53,31 @@ fn member_text(m: &Member) -> Option<String> {
 /// The most members one set may hold. The kernel's default (65536) is too small for a merged
 /// ipBlock list or a namespace of a 100k-pod cluster; the kernel sizes a set by its members,
 /// not by this bound, so a higher one costs nothing until used. A set made by an older version
-/// with the default keeps it (`-exist` only creates what is missing).
+/// with a smaller bound is replaced (`resize`): `create -exist` refuses a set of the same name
+/// whose bound differs.
 pub const MAX_SET_MEMBERS: usize = 1 << 20;
+
+/// The temporary set a `resize` fills and swaps in; never referenced by a rule.
+pub const RESIZE_SET: &str = "azn-resize";
+
+/// `ipset restore` input that replaces each set, keeping its name, members and the rules that
+/// refer to it, with one made with `MAX_SET_MEMBERS`: a copy filled under a temporary name,
+/// swapped in (the kernel exchanges the two sets, references included), the old one destroyed.
+/// `leftover`: the temporary set exists already (an interrupted replacement) and goes first.
+pub fn resize<'a>(sets: impl IntoIterator<Item = &'a IpSet>, leftover: bool, notes: &mut Notes) -> String {
+    let mut out = String::new();
+    if leftover {
+        let _ = writeln!(out, "destroy {RESIZE_SET}");
+    }
+    for set in sets {
+        let kind = kind_text(set.kind());
+        let _ = writeln!(out, "create {RESIZE_SET} {kind} family inet maxelem {MAX_SET_MEMBERS}");
+        add_members(&mut out, &RESIZE_SET, set, notes);
+        let _ = writeln!(out, "swap {RESIZE_SET} {}", set.id);
+        let _ = writeln!(out, "destroy {RESIZE_SET}");
+    }
+    out
+}
 
 fn create_line(set: &IpSet) -> String {
     format!("create {} {} family inet maxelem {MAX_SET_MEMBERS} -exist", set.id, kind_text(set.kind()))
@@ -69,16 +92,17 @@ pub fn ipset_restore(ir: &Ir, notes: &mut Notes) -> String {
         let _ = writeln!(out, "{}", create_line(set));
     }
     for set in ir.sets.values() {
-        add_members(&mut out, set, notes);
+        add_members(&mut out, &set.id, set, notes);
     }
     out
 }
 
-fn add_members(out: &mut String, set: &IpSet, notes: &mut Notes) {
+/// `add` lines for a set's members, into the set named `name` (its own, or `RESIZE_SET`).
+fn add_members(out: &mut String, name: &dyn std::fmt::Display, set: &IpSet, notes: &mut Notes) {
     for m in &set.members {
         match member_text(m) {
             Some(text) => {
-                let _ = writeln!(out, "add {} {text} -exist", set.id);
+                let _ = writeln!(out, "add {name} {text} -exist");
             }
             None => notes.0.push(format!("{} ({}): IPv6 member {m:?} not rendered", set.id, set.key)),
         }

@@ -14,7 +14,7 @@ use policy_compiler::snapshot::Snapshot;
 use serde::Deserialize;
 use serde_yaml::Value;
 
-use super::Update;
+use super::{Kept, Update};
 use crate::error::{Error, Result};
 
 pub struct DirSource {
@@ -22,6 +22,8 @@ pub struct DirSource {
     /// Each file's documents as last read, every object in them valid: what a file that turns
     /// malformed, or an object that turns invalid, falls back to.
     last_good: HashMap<PathBuf, Vec<Value>>,
+    /// What the last read held back, for `/readyz`.
+    pub kept: Kept,
 }
 
 /// What the directory looked like: a change in it means "read again".
@@ -33,14 +35,16 @@ fn identity(v: &Value) -> (String, String, String) {
     (s(&v["kind"]), s(&v["metadata"]["namespace"]), s(&v["metadata"]["name"]))
 }
 
-fn invalid(kind: &'static str, what: impl std::fmt::Display) {
+/// Logs and counts an invalid file or object, and notes it for `/readyz`.
+fn invalid(held: &mut Vec<String>, kind: &'static str, what: impl std::fmt::Display) {
     metrics::counter!(crate::metrics::INVALID_OBJECTS, "kind" => kind).increment(1);
     tracing::warn!("{what}");
+    held.push(what.to_string());
 }
 
 impl DirSource {
     pub fn new(path: PathBuf) -> DirSource {
-        DirSource { path, last_good: HashMap::new() }
+        DirSource { path, last_good: HashMap::new(), kept: Kept::default() }
     }
 
     fn files(&self) -> Result<Vec<PathBuf>> {
@@ -68,13 +72,14 @@ impl DirSource {
     /// One file's documents, failing closed: a file that cannot be read or parsed keeps its
     /// last good version whole; an object that does not convert keeps its last good version
     /// (by kind, namespace and name), or is skipped if it never had one. Both are logged and
-    /// counted in `npm_invalid_objects_total`.
-    fn read_file(&self, file: &Path) -> Vec<Value> {
+    /// counted in `npm_invalid_objects_total`, and noted in `held`.
+    fn read_file(&self, file: &Path, held: &mut Vec<String>) -> Vec<Value> {
         let previous = self.last_good.get(file).cloned().unwrap_or_default();
         let text = match std::fs::read(file).map(String::from_utf8) {
             Ok(Ok(t)) => t,
             Ok(Err(_)) => {
                 invalid(
+                    held,
                     "File",
                     format_args!("{} is not UTF-8; keeping its last good version", file.display()),
                 );
@@ -82,6 +87,7 @@ impl DirSource {
             }
             Err(e) => {
                 invalid(
+                    held,
                     "File",
                     format_args!("reading {}: {e}; keeping its last good version", file.display()),
                 );
@@ -94,6 +100,7 @@ impl DirSource {
             Ok(d) => d,
             Err(e) => {
                 invalid(
+                    held,
                     "File",
                     format_args!("{} does not parse ({e}); keeping its last good version", file.display()),
                 );
@@ -112,14 +119,17 @@ impl DirSource {
             match previous.iter().find(|p| identity(p) == id) {
                 Some(old) => {
                     invalid(
+                        held,
                         first.kind,
                         format_args!("{}: {first}; keeping its last good version", file.display()),
                     );
                     out.push(old.clone());
                 }
-                None => {
-                    invalid(first.kind, format_args!("{}: skipping invalid object: {first}", file.display()))
-                }
+                None => invalid(
+                    held,
+                    first.kind,
+                    format_args!("{}: skipping invalid object: {first}", file.display()),
+                ),
             }
         }
         out
@@ -129,8 +139,9 @@ impl DirSource {
     pub fn load(&mut self) -> Result<Cluster> {
         let mut good = HashMap::new();
         let mut text = String::new();
+        let mut held = Vec::new();
         for file in self.files()? {
-            let docs = self.read_file(&file);
+            let docs = self.read_file(&file, &mut held);
             for d in &docs {
                 text += "---\n";
                 text += &serde_yaml::to_string(d).map_err(|e| Error::Source(e.to_string()))?;
@@ -138,6 +149,7 @@ impl DirSource {
             good.insert(file, docs);
         }
         self.last_good = good;
+        self.kept.replace(held);
         let snap = Snapshot::from_yaml(&text).map_err(|e| Error::Source(e.to_string()))?;
         Ok(snap.cluster)
     }
@@ -219,6 +231,13 @@ mod tests {
         for bad in [b"kind: NetworkPolicy\nmetadata: {name: deny".to_vec(), b"\xff\xfe".to_vec()] {
             std::fs::write(&file, bad).unwrap();
             assert_eq!(selected(&source.load().unwrap()), good);
+            let kept = source.kept.lines();
+            assert!(
+                kept.len() == 1
+                    && kept[0].contains("p.yaml")
+                    && kept[0].ends_with("keeping its last good version"),
+                "{kept:?}"
+            );
         }
         // An object that turns invalid keeps its last valid form; others in the file still change.
         let other = "---\nkind: Namespace\nmetadata: {name: y}\n";
@@ -226,12 +245,20 @@ mod tests {
         let c = source.load().unwrap();
         assert_eq!(selected(&c), good);
         assert!(c.namespaces.contains_key("y"));
+        let kept = source.kept.lines();
+        assert!(
+            kept.len() == 1 && kept[0].contains("Sometimes") && kept[0].contains("last good"),
+            "{kept:?}"
+        );
         // A valid edit replaces it; an invalid object never seen before is skipped.
         std::fs::write(&file, policy("In", "web")).unwrap();
         assert_eq!(selected(&source.load().unwrap()), ["x/deny {app=web}"]);
+        assert!(source.kept.lines().is_empty(), "a valid edit leaves nothing held back");
         std::fs::write(dir.path().join("new.yaml"), policy("Sometimes", "db").replace("deny", "fresh"))
             .unwrap();
         assert_eq!(selected(&source.load().unwrap()), ["x/deny {app=web}"]);
+        let kept = source.kept.lines();
+        assert!(kept.len() == 1 && kept[0].contains("new.yaml: skipping invalid object"), "{kept:?}");
         // Only removing the file removes its policies.
         std::fs::remove_file(&file).unwrap();
         assert!(selected(&source.load().unwrap()).is_empty());

@@ -23,7 +23,7 @@ use policy_compiler::convert::{self, Invalid};
 use policy_compiler::incremental::Event;
 use policy_compiler::model::Cluster;
 
-use super::Update;
+use super::{Kept, Update};
 use crate::metrics as m;
 
 /// Everything the agent asks of the API server: (API group, resource, verbs). The RBAC in
@@ -35,12 +35,12 @@ pub const API_ACCESS: [(&str, &str, &[&str]); 4] = [
     ("networking.k8s.io", "networkpolicies", &["list", "watch"]),
 ];
 
-/// A change of one kind, converted to the model (`None`: the object did not convert).
+/// A change of one kind, converted to the model (`Err`: why the object did not convert).
 enum Change {
     Init(Kind),
-    InitApply(Kind, String, Option<Object>),
+    InitApply(Kind, String, Converted),
     InitDone(Kind),
-    Apply(Kind, String, Option<Object>),
+    Apply(Kind, String, Converted),
     Delete(Kind, String),
     Error(Kind, String),
 }
@@ -72,15 +72,13 @@ fn label(kind: Kind) -> &'static str {
     }
 }
 
-fn converted<T>(result: Result<T, Invalid>, wrap: fn(T) -> Object) -> Option<Object> {
-    match result {
-        Ok(o) => Some(wrap(o)),
-        Err(invalid) => {
-            metrics::counter!(m::INVALID_OBJECTS, "kind" => invalid.kind).increment(1);
-            tracing::warn!("skipping invalid object: {invalid}");
-            None
-        }
-    }
+type Converted = Result<Object, String>;
+
+fn converted<T>(result: Result<T, Invalid>, wrap: fn(T) -> Object) -> Converted {
+    result.map(wrap).map_err(|invalid| {
+        metrics::counter!(m::INVALID_OBJECTS, "kind" => invalid.kind).increment(1);
+        invalid.to_string()
+    })
 }
 
 fn key(namespace: Option<&String>, name: Option<&String>) -> String {
@@ -94,7 +92,7 @@ fn key(namespace: Option<&String>, name: Option<&String>) -> String {
 fn watch<K, F>(api: Api<K>, kind: Kind, convert: F) -> BoxStream<'static, Change>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
-    F: Fn(&K) -> Option<Object> + Send + Sync + 'static,
+    F: Fn(&K) -> Converted + Send + Sync + 'static,
 {
     let name_of = |o: &K| key(o.meta().namespace.as_ref(), o.meta().name.as_ref());
     watcher::watcher(api, watcher::Config::default())
@@ -118,6 +116,11 @@ struct Stores {
     relisting: HashMap<Kind, HashMap<String, Object>>,
     listed: HashMap<Kind, bool>,
     synced: bool,
+    /// Objects whose current form is invalid, with what is done about it; per kind for a relist
+    /// in progress.
+    invalid: HashMap<(Kind, String), String>,
+    relisting_invalid: HashMap<Kind, HashMap<String, String>>,
+    kept: Kept,
 }
 
 impl Stores {
@@ -142,15 +145,46 @@ impl Stores {
 
     /// Takes one change; returns what to send to the agent.
     fn take(&mut self, change: Change) -> Option<Update> {
+        let update = self.apply(change);
+        let mut lines: Vec<String> =
+            self.invalid.iter().map(|((kind, key), why)| format!("{} {key}: {why}", label(*kind))).collect();
+        lines.extend(self.relisting_invalid.iter().flat_map(|(kind, objects)| {
+            objects.iter().map(move |(key, why)| format!("{} {key}: {why}", label(*kind)))
+        }));
+        self.kept.replace(lines);
+        update
+    }
+
+    /// What is done with an object that does not convert: its last valid form is kept, or it
+    /// is skipped if it never had one. Logged; returns the line for `/readyz`.
+    fn hold_back(&self, kind: Kind, key: &str, why: &str) -> (Option<Object>, String) {
+        let last = self.objects.get(&kind).and_then(|store| store.get(key)).cloned();
+        let line = match last {
+            Some(_) => format!("{why}; keeping its last valid form"),
+            None => format!("{why}; skipped (never seen valid)"),
+        };
+        tracing::warn!("{} {key}: {line}", label(kind));
+        (last, line)
+    }
+
+    fn apply(&mut self, change: Change) -> Option<Update> {
         match change {
             Change::Init(kind) => {
                 self.relisting.insert(kind, HashMap::new());
+                self.relisting_invalid.insert(kind, HashMap::new());
                 None
             }
-            Change::InitApply(kind, key, object) => {
-                if let Some(o) = object {
-                    self.relisting.entry(kind).or_default().insert(key, o);
+            Change::InitApply(kind, key, Ok(o)) => {
+                self.relisting.entry(kind).or_default().insert(key, o);
+                None
+            }
+            Change::InitApply(kind, key, Err(why)) => {
+                // A relist never drops what an invalid object last was: only a deletion does.
+                let (last, line) = self.hold_back(kind, &key, &why);
+                if let Some(o) = last {
+                    self.relisting.entry(kind).or_default().insert(key.clone(), o);
                 }
+                self.relisting_invalid.entry(kind).or_default().insert(key, line);
                 None
             }
             Change::InitDone(kind) => {
@@ -160,6 +194,9 @@ impl Stores {
                     tracing::info!("{} relisted: {} objects", label(kind), fresh.len());
                 }
                 self.objects.insert(kind, fresh);
+                self.invalid.retain(|(k, _), _| *k != kind);
+                let invalid = self.relisting_invalid.remove(&kind).unwrap_or_default();
+                self.invalid.extend(invalid.into_iter().map(|(key, why)| ((kind, key), why)));
                 let all = KINDS.iter().all(|k| self.listed.contains_key(k));
                 if all && !self.synced {
                     tracing::info!("every list synced; programming");
@@ -167,14 +204,13 @@ impl Stores {
                 self.synced = all;
                 all.then(|| Update::Snapshot(self.cluster()))
             }
-            Change::Apply(kind, key, None) => {
-                tracing::warn!(
-                    "{} {key} changed into something invalid; keeping its last valid form",
-                    label(kind)
-                );
+            Change::Apply(kind, key, Err(why)) => {
+                let (_, line) = self.hold_back(kind, &key, &why);
+                self.invalid.insert((kind, key), line);
                 None
             }
-            Change::Apply(kind, key, Some(object)) => {
+            Change::Apply(kind, key, Ok(object)) => {
+                self.invalid.remove(&(kind, key.clone()));
                 let store = self.objects.entry(kind).or_default();
                 if store.get(&key) == Some(&object) {
                     return None;
@@ -183,6 +219,7 @@ impl Stores {
                 self.synced.then(|| Update::Events(vec![upsert(object)]))
             }
             Change::Delete(kind, key) => {
+                self.invalid.remove(&(kind, key.clone()));
                 let old = self.objects.entry(kind).or_default().remove(&key)?;
                 self.synced.then(|| Update::Events(vec![delete(old)]))
             }
@@ -229,7 +266,7 @@ async fn client(kubeconfig: Option<&PathBuf>) -> Result<Client, String> {
     Client::try_from(config).map_err(|e| e.to_string())
 }
 
-async fn run(kubeconfig: Option<PathBuf>, updates: Sender<Update>) {
+async fn run(kubeconfig: Option<PathBuf>, updates: Sender<Update>, kept: Kept) {
     let mut backoff = Duration::from_millis(500);
     let client = loop {
         match client(kubeconfig.as_ref()).await {
@@ -253,7 +290,7 @@ async fn run(kubeconfig: Option<PathBuf>, updates: Sender<Update>) {
         watch(Api::<core::Node>::all(client), Kind::Node, |o| converted(convert::node(o), Object::Node)),
     ];
     let mut changes = stream::select_all(streams);
-    let mut stores = Stores::default();
+    let mut stores = Stores { kept, ..Stores::default() };
     while let Some(change) = changes.next().await {
         if let Some(update) = stores.take(change) {
             if updates.send(update).is_err() {
@@ -263,12 +300,17 @@ async fn run(kubeconfig: Option<PathBuf>, updates: Sender<Update>) {
     }
 }
 
-/// Starts the watchers on their own thread (a small tokio runtime).
-pub fn spawn(kubeconfig: Option<PathBuf>, updates: Sender<Update>) -> std::io::Result<JoinHandle<()>> {
+/// Starts the watchers on their own thread (a small tokio runtime). `kept` gets the objects
+/// whose current form is invalid.
+pub fn spawn(
+    kubeconfig: Option<PathBuf>,
+    updates: Sender<Update>,
+    kept: Kept,
+) -> std::io::Result<JoinHandle<()>> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     std::thread::Builder::new()
         .name("source-kube".into())
-        .spawn(move || runtime.block_on(run(kubeconfig, updates)))
+        .spawn(move || runtime.block_on(run(kubeconfig, updates, kept)))
 }
 
 #[cfg(test)]
@@ -276,11 +318,15 @@ mod tests {
     use super::*;
     use policy_compiler::model::Namespace;
 
-    fn ns(name: &str) -> Option<Object> {
-        Some(Object::Namespace(Namespace { name: name.into(), labels: Default::default() }))
+    fn ns(name: &str) -> Converted {
+        Ok(Object::Namespace(Namespace { name: name.into(), labels: Default::default() }))
     }
 
-    fn list(stores: &mut Stores, kind: Kind, objects: Vec<(&str, Option<Object>)>) -> Option<Update> {
+    fn bad() -> Converted {
+        Err("unknown operator".into())
+    }
+
+    fn list(stores: &mut Stores, kind: Kind, objects: Vec<(&str, Converted)>) -> Option<Update> {
         assert!(stores.take(Change::Init(kind)).is_none());
         for (key, o) in objects {
             assert!(stores.take(Change::InitApply(kind, key.into(), o)).is_none());
@@ -330,9 +376,37 @@ mod tests {
     #[test]
     fn invalid_objects_are_skipped_and_an_invalid_update_keeps_the_last_valid_form() {
         let mut s = Stores::default();
-        list(&mut s, Kind::Namespace, vec![("a", ns("a")), ("bad", None)]);
-        assert!(s.take(Change::Apply(Kind::Namespace, "a".into(), None)).is_none());
+        list(&mut s, Kind::Namespace, vec![("a", ns("a")), ("bad", bad())]);
+        assert_eq!(s.kept.lines(), ["Namespace bad: unknown operator; skipped (never seen valid)"]);
+        assert!(s.take(Change::Apply(Kind::Namespace, "a".into(), bad())).is_none());
         assert_eq!(s.objects[&Kind::Namespace].len(), 1);
         assert!(s.objects[&Kind::Namespace].contains_key("a"));
+        assert_eq!(
+            s.kept.lines(),
+            [
+                "Namespace a: unknown operator; keeping its last valid form",
+                "Namespace bad: unknown operator; skipped (never seen valid)"
+            ]
+        );
+        s.take(Change::Apply(Kind::Namespace, "a".into(), ns("a")));
+        s.take(Change::Delete(Kind::Namespace, "bad".into()));
+        assert!(s.kept.lines().is_empty(), "a valid form or a deletion ends the note");
+    }
+
+    #[test]
+    fn a_relist_keeps_the_last_valid_form_of_an_object_now_invalid() {
+        let mut s = Stores::default();
+        list(&mut s, Kind::Namespace, vec![("a", ns("a")), ("gone", ns("gone"))]);
+        for k in [Kind::Pod, Kind::Policy, Kind::Node] {
+            list(&mut s, k, vec![]);
+        }
+        // While the watch was down, "a" turned invalid and "gone" was deleted.
+        let Some(Update::Snapshot(c)) = list(&mut s, Kind::Namespace, vec![("a", bad())]) else {
+            panic!("no snapshot after the relist")
+        };
+        assert_eq!(c.namespaces.keys().collect::<Vec<_>>(), ["a"], "only a deletion removes");
+        assert_eq!(s.kept.lines(), ["Namespace a: unknown operator; keeping its last valid form"]);
+        list(&mut s, Kind::Namespace, vec![]);
+        assert!(s.kept.lines().is_empty(), "deleted while the watch was down");
     }
 }
