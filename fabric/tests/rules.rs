@@ -12,12 +12,6 @@ const MAC1: &str = "00:0d:3a:00:00:01";
 const MAC2: &str = "00:0d:3a:00:00:02";
 const OTHER_MAC: &str = "02:00:00:00:00:99";
 
-fn require_root() {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let root = status.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
-    assert!(root, "the fabric tests build network namespaces and need root: sudo scripts/test.sh");
-}
-
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
 /// A namespace this test made, deleted on drop (also when the test fails).
@@ -25,10 +19,8 @@ struct Ns(String);
 
 impl Ns {
     fn new(tag: &str) -> Ns {
-        require_root();
         let name = format!("azf{}-{}-{tag}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-        sh("ip", &["netns", "add", &name]);
-        sh("ip", &["-n", &name, "link", "set", "lo", "up"]);
+        testkit::add_netns(&name);
         Ns(name)
     }
 
@@ -88,7 +80,7 @@ impl Ns {
 
 impl Drop for Ns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        testkit::del_netns(&self.0);
     }
 }
 
@@ -100,11 +92,6 @@ fn settles(what: &str, mut done: impl FnMut() -> bool) {
         assert!(start.elapsed() < std::time::Duration::from_secs(10), "gave up waiting for {what}");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-}
-
-fn sh(program: &str, args: &[&str]) {
-    let out = Command::new(program).args(args).output().unwrap();
-    assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// Two nodes and an internet host on one fabric.

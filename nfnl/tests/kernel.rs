@@ -12,14 +12,8 @@ struct Netns(String);
 
 impl Netns {
     fn new(tag: &str) -> Netns {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-        assert!(
-            status.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")),
-            "this test builds a network namespace: it needs root (sudo scripts/test.sh)"
-        );
         let name = format!("nfnl-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        assert!(Command::new("ip").args(["netns", "add", &name]).status().unwrap().success());
+        testkit::add_netns(&name);
         Netns(name)
     }
 
@@ -30,20 +24,13 @@ impl Netns {
     }
 
     fn enter<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/var/run/netns/{}", self.0);
-        std::thread::spawn(move || {
-            let file = std::fs::File::open(path).unwrap();
-            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            f()
-        })
-        .join()
-        .unwrap()
+        testkit::enter(&self.0, f)
     }
 }
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+        testkit::del_netns(&self.0);
     }
 }
 

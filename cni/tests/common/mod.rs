@@ -16,17 +16,6 @@ pub const IPAM: &str = env!("CARGO_BIN_EXE_azure-vnet-ipam");
 pub const EMULATOR: &str = env!("CARGO_BIN_EXE_azure-hostagent-emulator");
 pub const NODE_MAC: &str = "00:0d:3a:00:00:01";
 
-/// Privileged tests never skip: without root they fail and say why.
-pub fn require_root() {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let uid = status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|l| l.split_whitespace().next());
-    assert_eq!(
-        uid,
-        Some("0"),
-        "this test builds network namespaces and needs root: run `sudo scripts/test.sh`"
-    );
-}
-
 pub fn run(cmd: &mut Command) -> Output {
     let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -46,12 +35,9 @@ pub struct Netns {
 
 impl Netns {
     pub fn new(tag: &str) -> Netns {
-        require_root();
         let name = format!("azt{}-{}-{tag}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-        ip(&["netns", "add", &name]);
-        let ns = Netns { name };
-        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
-        ns
+        testkit::add_netns(&name);
+        Netns { name }
     }
 
     pub fn path(&self) -> PathBuf {
@@ -68,7 +54,7 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        testkit::del_netns(&self.name);
     }
 }
 

@@ -8,23 +8,12 @@ use policy_compiler::compile::compile;
 use policy_compiler::ir::Ir;
 use policy_compiler::snapshot::Snapshot;
 
-/// Fails loudly (never skips) when not root.
-pub fn require_root(what: &str) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    assert!(
-        status.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")),
-        "{what} needs root: sudo scripts/test.sh"
-    );
-}
-
 pub struct Netns(pub String);
 
 impl Netns {
     pub fn new(tag: &str) -> Netns {
-        require_root("this test builds a network namespace");
         let name = format!("dp-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        assert!(Command::new("ip").args(["netns", "add", &name]).status().unwrap().success());
+        testkit::add_netns(&name);
         Netns(name)
     }
 
@@ -44,20 +33,13 @@ impl Netns {
 
     /// Runs `f` on a thread inside this namespace (the sockets it opens live here).
     pub fn enter<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/var/run/netns/{}", self.0);
-        std::thread::spawn(move || {
-            let file = std::fs::File::open(path).unwrap();
-            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            f()
-        })
-        .join()
-        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+        testkit::enter(&self.0, f)
     }
 }
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+        testkit::del_netns(&self.0);
     }
 }
 

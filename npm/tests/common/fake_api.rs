@@ -63,11 +63,7 @@ impl FakeApi {
         }
         let (tx, rx) = std::sync::mpsc::channel();
         let shared = state.clone();
-        let path = format!("/var/run/netns/{}", ns.name);
-        let netns = path.clone();
-        std::thread::spawn(move || {
-            let file = std::fs::File::open(&netns).unwrap();
-            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        testkit::spawn_in(&ns.name, move || {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             tx.send(listener.local_addr().unwrap().port()).unwrap();
             for stream in listener.incoming().flatten() {
@@ -78,7 +74,7 @@ impl FakeApi {
                 std::thread::spawn(move || serve(stream, state));
             }
         });
-        FakeApi { state, port: rx.recv().unwrap(), netns: path }
+        FakeApi { state, port: rx.recv().unwrap(), netns: ns.name.clone() }
     }
 
     pub fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
@@ -102,15 +98,8 @@ impl Drop for FakeApi {
     /// keep the namespace alive until the test process ends).
     fn drop(&mut self) {
         self.state.lock().unwrap().stop = true;
-        let (path, port) = (self.netns.clone(), self.port);
-        let _ = std::thread::spawn(move || {
-            if let Ok(file) = std::fs::File::open(&path) {
-                if nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).is_ok() {
-                    let _ = TcpStream::connect(("127.0.0.1", port));
-                }
-            }
-        })
-        .join();
+        let port = self.port;
+        let _ = testkit::spawn_in(&self.netns, move || TcpStream::connect(("127.0.0.1", port))).join();
     }
 }
 

@@ -11,15 +11,6 @@ use std::time::{Duration, Instant};
 
 pub const NPM: &str = env!("CARGO_BIN_EXE_azure-npm");
 
-/// Fails loudly (never skips) when not root.
-pub fn require_root(what: &str) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    assert!(
-        status.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")),
-        "{what} needs root: sudo scripts/test.sh"
-    );
-}
-
 /// A network namespace with `lo` up, deleted (with the processes registered) on drop.
 pub struct Netns {
     pub name: String,
@@ -30,13 +21,9 @@ pub struct Netns {
 
 impl Netns {
     pub fn new(tag: &str) -> Netns {
-        require_root("this test builds network namespaces");
         let name = format!("aznpm-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        sh(&["ip", "netns", "add", &name]);
-        let ns = Netns { name, children: Vec::new(), borrowed: false };
-        ns.run(&["ip", "link", "set", "lo", "up"]);
-        ns
+        testkit::add_netns(&name);
+        Netns { name, children: Vec::new(), borrowed: false }
     }
 
     /// A handle for another thread (the namespace stays this one's to remove).
@@ -66,14 +53,7 @@ impl Netns {
 
     /// Runs `f` on a thread that has entered this namespace (sockets it opens live here).
     pub fn enter<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/var/run/netns/{}", self.name);
-        std::thread::spawn(move || {
-            let file = std::fs::File::open(&path).unwrap();
-            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            f()
-        })
-        .join()
-        .unwrap()
+        testkit::enter(&self.name, f)
     }
 
     /// `GET path` from a local HTTP server in this namespace: (status line, body).
@@ -138,7 +118,7 @@ impl Drop for Netns {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        testkit::del_netns(&self.name);
     }
 }
 
