@@ -2,7 +2,8 @@
 # Kubernetes' own NetworkPolicy e2e suite (v1.20: test/e2e/network/network_policy.go) against a
 # 2-node lab cluster: kubelet + containerd, azure-vnet as the only CNI, azure-npm as the
 # DaemonSet from manifests/. Needs root.
-# Usage: scripts/e2e.sh [--mode bridge|transparent] [--parallel N]  (N ginkgo nodes, default 1)
+# Usage: scripts/e2e.sh [--mode bridge|transparent] [--dataplane nftables|iptables] [--parallel N]
+#   (N ginkgo nodes, default 1; without --dataplane the DaemonSet's shipped `auto`)
 # Builds e2e.test and agnhost from Debian's kubernetes sources once (scripts/kube/build.sh --e2e).
 # Last line: e2e netpol: N passed, M failed, K skipped
 set -euo pipefail
@@ -13,11 +14,13 @@ if [[ "$(id -u)" -ne 0 ]]; then
 fi
 mode=bridge
 parallel=1
+dataplane=()
 while (($#)); do
     case "$1" in
         --mode) mode="$2"; shift 2 ;;
         --parallel) parallel="$2"; shift 2 ;;
-        *) echo "usage: scripts/e2e.sh [--mode bridge|transparent] [--parallel N]" >&2; exit 2 ;;
+        --dataplane) dataplane=(--dataplane "$2"); shift 2 ;;
+        *) echo "usage: scripts/e2e.sh [--mode bridge|transparent] [--dataplane nftables|iptables] [--parallel N]" >&2; exit 2 ;;
     esac
 done
 start=$(date +%s)
@@ -32,7 +35,10 @@ cargo build --quiet --locked --workspace
 lab="target/debug/azure-lab --name e2e"
 $lab down >/dev/null 2>&1 || true
 trap '$lab down >/dev/null 2>&1 || true' EXIT
-$lab up --kube --nodes 2 --mode "$mode"
+$lab up --kube --nodes 2 --mode "$mode" "${dataplane[@]}"
+echo "e2e: azure-npm chose, per node:"
+$lab kubectl -n kube-system logs -l app.kubernetes.io/name=azure-npm --tail=-1 2>/dev/null \
+    | grep -o 'dataplane: .*' | sed 's/^/  /' || true
 report="$(mktemp -d)"
 cp_ns=azl-e2e-cp
 kubeconfig=/run/azure-lab/e2e/control-plane/admin.kubeconfig

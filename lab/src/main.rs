@@ -68,9 +68,10 @@ enum Command {
         /// anti-spoofing); `switch` is a plain learning switch, for comparisons only
         #[arg(long, value_enum, default_value = "azure")]
         vnet: VnetArg,
-        /// What azure-npm programs on every node (with --kube: the DaemonSet's `auto`)
-        #[arg(long, value_enum, default_value = "nftables", conflicts_with = "kube")]
-        dataplane: DataplaneArg,
+        /// What azure-npm programs on every node [default: nftables; with --kube: the
+        /// DaemonSet's ConfigMap as shipped, `auto`]
+        #[arg(long, value_enum)]
+        dataplane: Option<DataplaneArg>,
     },
     /// Try a real connection between every pair and print the matrix
     Probe {
@@ -275,8 +276,9 @@ fn wait_programmed(state: &State, cluster: &Cluster) -> Result<(), String> {
 
 fn run(cli: Cli) -> Result<bool, String> {
     match cli.command {
-        Command::Up { kube: true, nodes, mode, vnet, .. } => {
-            let opts = up::Options { mode: mode.into(), vnet: vnet.into(), dataplane: "auto" };
+        Command::Up { kube: true, nodes, mode, vnet, dataplane, .. } => {
+            let dataplane = dataplane.map_or("auto", DataplaneArg::name);
+            let opts = up::Options { mode: mode.into(), vnet: vnet.into(), dataplane };
             let state = match kube::up(&cli.name, nodes, opts) {
                 Ok(s) => s,
                 Err(e) => {
@@ -300,7 +302,8 @@ fn run(cli: Cli) -> Result<bool, String> {
             if State::dir_of(&cli.name).join("lab.json").exists() {
                 return Err(format!("lab {:?} is already up (azure-lab --name {0} down)", cli.name));
             }
-            let opts = up::Options { mode: mode.into(), vnet: vnet.into(), dataplane: dataplane.name() };
+            let dataplane = dataplane.unwrap_or(DataplaneArg::Nftables).name();
+            let opts = up::Options { mode: mode.into(), vnet: vnet.into(), dataplane };
             let state = match up::up(&cli.name, &plan, &text, &ports, opts) {
                 Ok(s) => s,
                 Err(e) => {

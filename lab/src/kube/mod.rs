@@ -254,6 +254,16 @@ pub fn apply_manifests(kube: &KubeState, files: &[&str]) -> Result<(), String> {
     Ok(())
 }
 
+/// The agent's manifest as shipped, with its ConfigMap's dataplane set to `dataplane`.
+fn npm_manifest(path: &Path, dataplane: &str) -> Result<String, String> {
+    const SHIPPED: &str = "AZURE_NPM_DATAPLANE: \"auto\"";
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !text.contains(SHIPPED) {
+        return Err(format!("{} no longer sets {SHIPPED}; cannot choose the dataplane", path.display()));
+    }
+    Ok(text.replace(SHIPPED, &format!("AZURE_NPM_DATAPLANE: \"{dataplane}\"")))
+}
+
 fn daemonset_ready(kube: &KubeState, want: usize) -> bool {
     let Ok(text) = kubectl(kube, &["-n", "kube-system", "get", "daemonset", "azure-npm", "-o", "json"])
     else {
@@ -285,7 +295,11 @@ pub fn up(name: &str, nodes: usize, opts: Options) -> Result<State, String> {
                 logs.iter().map(|l| tail(&state.dir.join("node0").join(l), 12)).collect();
             format!("{e}; {}", tails.join("\n"))
         })?;
-    apply_manifests(&kube, &["azure-npm-rbac.yaml", "azure-npm.yaml"])?;
+    apply_manifests(&kube, &["azure-npm-rbac.yaml"])?;
+    let agent = npm_manifest(&kube.manifests.join("azure-npm.yaml"), &state.dataplane)?;
+    let file = state.dir.join("azure-npm.yaml");
+    std::fs::write(&file, agent).map_err(|e| format!("{}: {e}", file.display()))?;
+    kubectl(&kube, &["apply", "-f", &file.display().to_string()])?;
     wait("the azure-npm DaemonSet to be ready on every node", Duration::from_secs(120), || {
         daemonset_ready(&kube, nodes)
     })?;
@@ -523,6 +537,15 @@ mod tests {
         assert_eq!(cni::vnet::hold::NFT_HOLD.table, npm::dataplane::nftables::TABLE);
         assert_eq!(cni::vnet::hold::NFT_HOLD.set, npm::dataplane::nftables::HOLD);
         assert_eq!(cni::vnet::hold::NFT_HOLD.family, npm::dataplane::nftables::FAMILY);
+    }
+
+    #[test]
+    fn the_shipped_agent_manifest_lets_the_lab_choose_the_dataplane() {
+        let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/azure-npm.yaml");
+        let text = super::npm_manifest(std::path::Path::new(shipped), "iptables").unwrap();
+        assert!(text.contains("AZURE_NPM_DATAPLANE: \"iptables\"") && !text.contains("\"auto\""));
+        let auto = super::npm_manifest(std::path::Path::new(shipped), "auto").unwrap();
+        assert_eq!(auto, std::fs::read_to_string(shipped).unwrap());
     }
 
     #[test]
