@@ -6,6 +6,7 @@
 //! - `policy-bench`: the compiler at scale (full compile, pod events, memory).
 //! - `npm-bench`: the agent programming a real kernel vs the raw restore of the same state.
 
+pub mod args;
 pub mod cluster;
 pub mod exec;
 pub mod node;

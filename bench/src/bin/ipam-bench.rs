@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use bench::args::number;
 use bench::exec::{compare, header, Plugin};
 use bench::node::{sibling, BenchNode};
 use serde_json::json;
@@ -21,17 +22,14 @@ fn parse_args() -> Result<Options, String> {
     let mut o = Options { calls: 250, workers: 8, rounds: 3, inner: None };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        let mut num = |name: &str| -> Result<usize, String> {
-            args.next().and_then(|v| v.parse().ok()).ok_or(format!("{name} needs a number"))
-        };
         match a.as_str() {
-            "--calls" => o.calls = num("--calls")?.clamp(1, 250),
-            "--workers" => o.workers = num("--workers")?.max(1),
-            "--rounds" => o.rounds = num("--rounds")?.max(1),
+            "--calls" => o.calls = number("--calls", args.next(), 1..=250)?,
+            "--workers" => o.workers = number("--workers", args.next(), 1..=64)?,
+            "--rounds" => o.rounds = number("--rounds", args.next(), 1..=100)?,
             "--inner" => o.inner = Some(PathBuf::from(args.next().ok_or("--inner needs a dir")?)),
             "--help" | "-h" => {
                 println!(
-                    "ipam-bench [--calls N (1..250, default 250)] [--workers W (default 8)] [--rounds R (default 3)]\n\
+                    "ipam-bench [--calls N (1..250, default 250)] [--workers W (1..64, default 8)] [--rounds R (1..100, default 3)]\n\
                      Prints ADD/DEL p50/p99 of azure-vnet-ipam and host-local and their ratio, over R rounds\n\
                      with the two plugins' order alternating. Needs root."
                 );

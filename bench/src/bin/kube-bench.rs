@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use bench::args::number;
 use bench::node::sibling;
 use bench::stats::percentile_ms;
 
@@ -187,18 +188,24 @@ fn main() {
     let mut mode = "bridge".to_string();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        let mut num = |what: &str| -> usize {
-            args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
-                eprintln!("kube-bench: {what} needs a number");
+        let checked = |n: Result<usize, String>| {
+            n.unwrap_or_else(|e| {
+                eprintln!("kube-bench: {e}");
                 std::process::exit(2)
             })
         };
         match a.as_str() {
-            "--pods" => pods = num("--pods").clamp(1, 190),
-            "--rounds" => rounds = num("--rounds").max(1),
-            "--mode" => mode = args.next().unwrap_or_default(),
+            "--pods" => pods = checked(number("--pods", args.next(), 1..=190)),
+            "--rounds" => rounds = checked(number("--rounds", args.next(), 1..=100)),
+            "--mode" => {
+                mode = args.next().unwrap_or_default();
+                if mode != "bridge" && mode != "transparent" {
+                    eprintln!("kube-bench: --mode {mode:?}: expected bridge or transparent");
+                    std::process::exit(2);
+                }
+            }
             "--help" | "-h" => {
-                println!("usage: sudo kube-bench [--pods 100] [--rounds 2] [--mode bridge|transparent]");
+                println!("usage: sudo kube-bench [--pods 100 (1..190)] [--rounds 2 (1..100)] [--mode bridge|transparent]");
                 return;
             }
             other => {

@@ -13,6 +13,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use bench::args::number;
 use bench::cluster::{cluster, peak_mib, pod, policy};
 use bench::node::{require_root, sh};
 use bench::stats::percentile_ms;
@@ -198,6 +199,37 @@ fn table(pods: usize, policies: usize, events: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// `--small` and `--scales PODSxPOLICIES,...` (anything else refused): (small, the scales).
+fn options(args: &[String]) -> Result<(bool, Vec<(usize, usize)>), String> {
+    let (mut small, mut scales) = (false, None);
+    let mut words = args.iter().cloned();
+    while let Some(a) = words.next() {
+        match a.as_str() {
+            "--small" => small = true,
+            "--scales" => {
+                let list = words.next().ok_or("--scales needs a list like 20000x1000,100000x5000")?;
+                let parsed = list.split(',').map(|s| {
+                    let (p, q) =
+                        s.split_once('x').ok_or(format!("--scales {s:?}: expected PODSxPOLICIES"))?;
+                    Ok((
+                        number("--scales pods", Some(p.into()), 1..=1_000_000)?,
+                        number("--scales policies", Some(q.into()), 0..=100_000)?,
+                    ))
+                });
+                scales = Some(parsed.collect::<Result<Vec<_>, String>>()?);
+            }
+            other => return Err(format!("unexpected argument {other:?}")),
+        }
+    }
+    let scales = match (small, scales) {
+        (true, Some(_)) => return Err("--small and --scales: pick one".into()),
+        (true, None) => vec![(1000, 100)],
+        (false, Some(s)) => s,
+        (false, None) => [5000, 20000, 100000].iter().flat_map(|&p| [(p, 1000), (p, 5000)]).collect(),
+    };
+    Ok((small, scales))
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--help" || a == "-h") {
@@ -217,20 +249,10 @@ fn main() {
         }
         return;
     }
-    let small = args.iter().any(|a| a == "--small");
-    let scales: Vec<(usize, usize)> = if small {
-        vec![(1000, 100)]
-    } else if let Some(i) = args.iter().position(|a| a == "--scales") {
-        let list = args.get(i + 1).cloned().unwrap_or_default();
-        list.split(',')
-            .filter_map(|s| {
-                let (p, q) = s.split_once('x')?;
-                Some((p.parse().ok()?, q.parse().ok()?))
-            })
-            .collect()
-    } else {
-        [5000, 20000, 100000].iter().flat_map(|&p| [(p, 1000), (p, 5000)]).collect()
-    };
+    let (small, scales) = options(&args).unwrap_or_else(|e| {
+        eprintln!("npm-bench: {e} (see --help)");
+        std::process::exit(2)
+    });
     let events = if small { 100 } else { 1000 };
     println!(
         "npm-bench: goals at 20000 pods / 1000 policies: nftables start <= 0.25x iptables, pod event p99 <= 2 ms, \
@@ -240,6 +262,27 @@ fn main() {
         if let Err(e) = table(pods, policies, events) {
             eprintln!("npm-bench: {e}");
             std::process::exit(1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::options;
+
+    fn words(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn scales_are_read_strictly() {
+        assert_eq!(options(&words("--small")), Ok((true, vec![(1000, 100)])));
+        assert_eq!(options(&words("--scales 20000x1000,100x0")), Ok((false, vec![(20000, 1000), (100, 0)])));
+        assert_eq!(options(&[]).unwrap().1.len(), 6);
+        for bad in
+            ["--scales 20000", "--scales 20000x", "--scales x5", "--scales", "--small --scales 1x1", "--fast"]
+        {
+            assert!(options(&words(bad)).is_err(), "{bad}");
         }
     }
 }

@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
+use bench::args::{number, numbers};
 use bench::exec::{call, compare, header, Plugin};
 use bench::node::{netns_path, sibling, BenchNode};
 use serde_json::json;
@@ -31,24 +32,9 @@ fn parse_args() -> Result<Options, String> {
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--pods" => {
-                let v = args.next().ok_or("--pods needs a list like 50,250")?;
-                o.sizes = v
-                    .split(',')
-                    .map(|s| s.parse::<usize>().map(|n| n.clamp(1, 250)))
-                    .collect::<Result<_, _>>()
-                    .map_err(|_| "--pods needs numbers like 50,250")?;
-            }
-            "--workers" => {
-                o.workers = args.next().and_then(|v| v.parse().ok()).ok_or("--workers needs a number")?
-            }
-            "--rounds" => {
-                o.rounds = args
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .filter(|&n| n > 0)
-                    .ok_or("--rounds needs a number above 0")?
-            }
+            "--pods" => o.sizes = numbers("--pods", args.next(), 1..=250)?,
+            "--workers" => o.workers = number("--workers", args.next(), 1..=64)?,
+            "--rounds" => o.rounds = number("--rounds", args.next(), 1..=100)?,
             "--modes" => {
                 let v = args.next().ok_or("--modes needs a list like bridge,transparent")?;
                 o.modes = v.split(',').map(str::to_string).collect();
@@ -63,7 +49,7 @@ fn parse_args() -> Result<Options, String> {
             }
             "--help" | "-h" => {
                 println!(
-                    "vnet-bench [--pods 50,250] [--workers 8] [--rounds 3] [--modes bridge,transparent]\n\
+                    "vnet-bench [--pods 50,250 (each 1..250)] [--workers 8 (1..64)] [--rounds 3 (1..100)] [--modes bridge,transparent]\n\
                      Prints ADD/DEL p50/p99 of azure-vnet in each mode and of Debian's bridge+host-local on the\n\
                      same node (its NIC on a VNet with Azure's rules), and their ratio, over --rounds rounds\n\
                      with the two plugins' order alternating. Needs root."
