@@ -9,21 +9,23 @@ use npm::dataplane::exec::Exec;
 use npm::dataplane::iptables::{render, Iptables};
 use npm::dataplane::Dataplane;
 use policy_compiler::incremental::{diff, Compiler, Event};
+use policy_compiler::ir::{SetId, SetKind};
 use policy_compiler::snapshot::Snapshot;
 
 fn members(ns: &Netns, set: &str) -> String {
     ns.process().run("ipset", &["list", set], "").unwrap_or_default()
 }
 
+/// The conformance case with ipBlocks and `except` (sets of every kind).
+fn ipblock_case() -> Compiler {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/policy/07-ipblock-except.yaml");
+    Compiler::new(Snapshot::from_yaml(&std::fs::read_to_string(path).unwrap()).unwrap().cluster)
+}
+
 #[test]
 fn programs_updates_and_cleans_up_a_real_kernel() {
     let ns = Netns::new("dataplane");
-    let yaml = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../testdata/policy/07-ipblock-except.yaml"
-    ))
-    .unwrap();
-    let mut compiler = Compiler::new(Snapshot::from_yaml(&yaml).unwrap().cluster);
+    let mut compiler = ipblock_case();
     let mut dp = Iptables::new(Box::new(ns.process())).unwrap();
     dp.apply(&diff(&Default::default(), compiler.ir())).unwrap();
 
@@ -75,12 +77,7 @@ fn programs_updates_and_cleans_up_a_real_kernel() {
 #[test]
 fn sets_an_older_version_made_smaller_are_replaced_in_place() {
     let ns = Netns::new("resize");
-    let yaml = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../testdata/policy/07-ipblock-except.yaml"
-    ))
-    .unwrap();
-    let compiler = Compiler::new(Snapshot::from_yaml(&yaml).unwrap().cluster);
+    let compiler = ipblock_case();
     let ir = compiler.ir();
     let old_sets = render::ipset_restore(ir, &mut Default::default())
         .replace("maxelem 1048576", "maxelem 65536")
@@ -112,6 +109,36 @@ fn sets_an_older_version_made_smaller_are_replaced_in_place() {
     let view = ns.kernel();
     assert!(view.undersized.is_empty() && !view.resize_leftover);
     assert_eq!(view.ir, npm::dataplane::iptables::readback::kernel_shape(ir));
+    assert!(dp.drift(ir).unwrap().is_empty(), "nothing left to repair");
+    dp.cleanup().unwrap();
+}
+
+/// A set named as the agent names sets but of a type it never makes that name (only another
+/// tool could make one): `create -exist` would refuse it forever. The agent destroys it before
+/// creating the name it needs, and destroys one it does not need with the sets it removes.
+#[test]
+fn sets_of_the_agents_names_but_another_type_are_replaced() {
+    let ns = Netns::new("misfit");
+    let compiler = ipblock_case();
+    let ir = compiler.ir();
+    let wanted = ir.sets.values().find(|s| s.kind() == SetKind::HashIp).unwrap().id.to_string();
+    let unwanted = format!("{}000000000001", &wanted[..wanted.len() - 12]);
+    assert!(unwanted.parse::<SetId>().is_ok() && !ir.sets.keys().any(|k| k.to_string() == unwanted));
+    let foreign = format!(
+        "create {wanted} hash:net family inet\nadd {wanted} 10.9.0.0/16\ncreate {unwanted} hash:net family inet\n"
+    );
+    ns.process().run("ipset", &["restore"], &foreign).unwrap();
+    assert_eq!(ns.kernel().problems.len(), 2, "{:?}", ns.kernel().problems);
+
+    let mut dp = Iptables::new(Box::new(ns.process())).unwrap();
+    let adopted = dp.adopt().unwrap();
+    dp.apply(&diff(&adopted, ir)).unwrap();
+
+    let view = ns.kernel();
+    assert!(view.problems.is_empty() && view.misfits.is_empty(), "{:?}", view.problems);
+    assert_eq!(view.ir, npm::dataplane::iptables::readback::kernel_shape(ir));
+    assert!(members(&ns, &wanted).contains("Type: hash:ip"), "{}", members(&ns, &wanted));
+    assert!(!ns.process().run("ipset", &["list", "-n"], "").unwrap().lines().any(|l| l == unwanted));
     assert!(dp.drift(ir).unwrap().is_empty(), "nothing left to repair");
     dp.cleanup().unwrap();
 }

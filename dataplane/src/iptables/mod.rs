@@ -55,6 +55,9 @@ pub struct Iptables {
     /// Replaces the undersized sets found at the last read (`render::resize`); runs first in
     /// the next apply.
     resize: String,
+    /// Sets of the agent's names but not its types, found at the last read: destroyed first
+    /// when the next apply creates that name, else with the sets it destroys.
+    misfits: Vec<SetId>,
 }
 
 impl Iptables {
@@ -96,6 +99,7 @@ impl Iptables {
             members: HashMap::new(),
             entries: 0,
             resize: String::new(),
+            misfits: Vec::new(),
         }
     }
 
@@ -106,6 +110,7 @@ impl Iptables {
         let view = KernelView::read(&sets, &rules)?;
         let undersized = view.undersized.iter().filter_map(|id| view.ir.sets.get(id));
         self.resize = render::resize(undersized, view.resize_leftover, &mut Notes::default());
+        self.misfits = view.misfits.iter().copied().collect();
         if !view.undersized.is_empty() {
             tracing::info!(
                 "{} sets were made with a smaller maxelem (an older version); the next apply replaces them",
@@ -264,15 +269,22 @@ impl Dataplane for Iptables {
             None if !self.wired => Some(&self.chains),
             None => None,
         };
+        // A misfit of a name this delta creates goes first (`create -exist` refuses a set of
+        // another type); the others go with the sets destroyed at the end.
+        let (recreated, stale): (Vec<SetId>, Vec<SetId>) =
+            self.misfits.iter().partition(|id| delta.created.iter().any(|s| s.id == **id));
+        let mut first = self.resize.clone();
+        first.extend(recreated.iter().map(|id| format!("destroy {id}\n")));
         // The entry chain refers to the hold set, so it exists before any chain rewrite.
         let narrow = match chains {
             Some(_) if !self.hold_ready => {
-                format!("{}create {HOLD_SET} hash:ip family inet -exist\n{}", self.resize, phases.narrow)
+                format!("{first}create {HOLD_SET} hash:ip family inet -exist\n{}", phases.narrow)
             }
-            _ => format!("{}{}", self.resize, phases.narrow),
+            _ => format!("{first}{}", phases.narrow),
         };
         self.ipset_restore(&narrow)?;
         self.resize.clear();
+        self.misfits.clear();
         self.hold_ready |= chains.is_some();
         self.pause();
         if let Some(chains) = chains {
@@ -300,7 +312,7 @@ impl Dataplane for Iptables {
         self.ipset_restore(&phases.widen)?;
         self.pause();
         let mut names = std::mem::take(&mut self.pending_destroy);
-        names.extend(phases.destroy.iter().map(|id| id.to_string()));
+        names.extend(phases.destroy.iter().chain(&stale).map(|id| id.to_string()));
         self.destroy(names);
         self.count(delta);
         Ok(())

@@ -35,6 +35,9 @@ pub struct KernelView {
     pub undersized: BTreeSet<SetId>,
     /// The swap's temporary set (`RESIZE_SET`) is left from an interrupted replacement.
     pub resize_leftover: bool,
+    /// Sets named as the agent names them but of a type it never makes them (also in
+    /// `problems`): replaced when the agent needs the name, else destroyed.
+    pub misfits: BTreeSet<SetId>,
 }
 
 impl KernelView {
@@ -92,6 +95,7 @@ fn read_sets(text: &str, view: &mut KernelView) -> Result<()> {
                 };
                 if set_kind(kind) != Some(id.kind()) {
                     view.problems.push(format!("set {name} has type {kind}, which the agent never makes it"));
+                    view.misfits.insert(id);
                     continue;
                 }
                 let maxelem = options.iter().skip_while(|w| **w != "maxelem").nth(1);
@@ -101,6 +105,7 @@ fn read_sets(text: &str, view: &mut KernelView) -> Result<()> {
                 let set = IpSet { id, key: String::new(), def: SetDef::Fixed, members: BTreeSet::new() };
                 view.ir.sets.insert(id, set);
             }
+            ["add", name, ..] if name.parse::<SetId>().is_ok_and(|id| view.misfits.contains(&id)) => {}
             ["add", name, rest @ ..] if name.starts_with(SET_PREFIX) => {
                 let Some(set) = name.parse::<SetId>().ok().and_then(|id| view.ir.sets.get_mut(&id)) else {
                     view.problems.push(format!("line {}: member of unknown set {name}", n + 1));
