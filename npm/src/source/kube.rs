@@ -120,6 +120,8 @@ struct Stores {
     /// in progress.
     invalid: HashMap<(Kind, String), String>,
     relisting_invalid: HashMap<Kind, HashMap<String, String>>,
+    /// `invalid` or `relisting_invalid` changed since `kept` was last written.
+    noted: bool,
     kept: Kept,
 }
 
@@ -146,6 +148,9 @@ impl Stores {
     /// Takes one change; returns what to send to the agent.
     fn take(&mut self, change: Change) -> Option<Update> {
         let update = self.apply(change);
+        if !std::mem::take(&mut self.noted) {
+            return update; // a pod event's usual case: nothing held back changed
+        }
         let mut lines: Vec<String> =
             self.invalid.iter().map(|((kind, key), why)| format!("{} {key}: {why}", label(*kind))).collect();
         lines.extend(self.relisting_invalid.iter().flat_map(|(kind, objects)| {
@@ -167,11 +172,19 @@ impl Stores {
         (last, line)
     }
 
+    /// An object valid again, or deleted, is no longer held back.
+    fn forget_invalid(&mut self, kind: Kind, key: &str) {
+        if !self.invalid.is_empty() && self.invalid.remove(&(kind, key.to_string())).is_some() {
+            self.noted = true;
+        }
+    }
+
     fn apply(&mut self, change: Change) -> Option<Update> {
         match change {
             Change::Init(kind) => {
                 self.relisting.insert(kind, HashMap::new());
-                self.relisting_invalid.insert(kind, HashMap::new());
+                let old = self.relisting_invalid.insert(kind, HashMap::new());
+                self.noted |= old.is_some_and(|o| !o.is_empty());
                 None
             }
             Change::InitApply(kind, key, Ok(o)) => {
@@ -185,6 +198,7 @@ impl Stores {
                     self.relisting.entry(kind).or_default().insert(key.clone(), o);
                 }
                 self.relisting_invalid.entry(kind).or_default().insert(key, line);
+                self.noted = true;
                 None
             }
             Change::InitDone(kind) => {
@@ -194,8 +208,10 @@ impl Stores {
                     tracing::info!("{} relisted: {} objects", label(kind), fresh.len());
                 }
                 self.objects.insert(kind, fresh);
+                let before = self.invalid.len();
                 self.invalid.retain(|(k, _), _| *k != kind);
                 let invalid = self.relisting_invalid.remove(&kind).unwrap_or_default();
+                self.noted |= before != self.invalid.len() || !invalid.is_empty();
                 self.invalid.extend(invalid.into_iter().map(|(key, why)| ((kind, key), why)));
                 let all = KINDS.iter().all(|k| self.listed.contains_key(k));
                 if all && !self.synced {
@@ -207,10 +223,11 @@ impl Stores {
             Change::Apply(kind, key, Err(why)) => {
                 let (_, line) = self.hold_back(kind, &key, &why);
                 self.invalid.insert((kind, key), line);
+                self.noted = true;
                 None
             }
             Change::Apply(kind, key, Ok(object)) => {
-                self.invalid.remove(&(kind, key.clone()));
+                self.forget_invalid(kind, &key);
                 let store = self.objects.entry(kind).or_default();
                 if store.get(&key) == Some(&object) {
                     return None;
@@ -219,7 +236,7 @@ impl Stores {
                 self.synced.then(|| Update::Events(vec![upsert(object)]))
             }
             Change::Delete(kind, key) => {
-                self.invalid.remove(&(kind, key.clone()));
+                self.forget_invalid(kind, &key);
                 let old = self.objects.entry(kind).or_default().remove(&key)?;
                 self.synced.then(|| Update::Events(vec![delete(old)]))
             }
